@@ -1,0 +1,197 @@
+/*
+ * store.h - the single-node store engine: a trusted index over sealed values.
+ *
+ * Split design (Avocado): keys and metadata (length, flags, expiry, CAS id,
+ * arena location, AEAD tag) live in a hash index in trusted process memory;
+ * value bytes live in the arena, an untrusted mapping, sealed with
+ * AES-256-GCM by the trust module (trust/seal.h).  The associated data of
+ * every sealed value binds its key, its CAS id (which is also the nonce
+ * sequence and changes with every write) and its flags, so an altered
+ * byte, a value copied to another key, or an older arena restored is
+ * reported as CL_EINTEGRITY and never returned as data.
+ *
+ * Semantics follow memcached 1.6, with storage instead of cache semantics
+ * by default: when the arena is full a write fails with CL_EFULL and
+ * nothing is evicted, unless the store was created with evict_lru.
+ * Expired items are never returned and their memory is reclaimed lazily.
+ *
+ * Threading: the store is shared by all worker threads; each thread uses
+ * its own store_thread (cipher context, scratch space, counters).  Every
+ * operation is atomic with respect to the others on the same key.
+ *
+ * Times: exptime arguments are absolute Unix seconds (0 = never expires,
+ * a value <= now means already expired); use store_exptime() to convert
+ * memcached's client form.
+ */
+#ifndef CLOISTER_STORE_STORE_H
+#define CLOISTER_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_KEY_MAX 250                 /* bytes, as memcached */
+#define STORE_DEFAULT_MAX_VALUE (1u << 20)
+
+typedef struct store store;
+typedef struct store_thread store_thread;
+
+typedef struct store_config {
+    size_t memory_bytes;    /* arena (untrusted) size; --memory */
+    size_t index_bytes;     /* bound on trusted index memory; 0 = memory_bytes / 2 + 16 MiB */
+    size_t max_value;       /* largest value accepted; 0 = STORE_DEFAULT_MAX_VALUE; --max-value */
+    const char *arena_file; /* back the arena with this file (created or truncated); NULL = anonymous */
+    int evict_lru;          /* 1: evict least recently used items when full (--evict lru) */
+} store_config;
+
+/* What a lookup reports about an item. */
+typedef struct store_meta {
+    uint32_t flags;       /* client flags */
+    uint32_t len;         /* value length in bytes */
+    uint64_t cas;         /* CAS id; unique per write, never reused */
+    int64_t exptime;      /* absolute Unix seconds, 0 = never */
+    int64_t last_access;  /* Unix seconds of the last fetch or write */
+    int fetched;          /* 1 if fetched before this access (meta 'h') */
+    int slab_class;       /* arena size class (meta debug) */
+} store_meta;
+
+/*
+ * Creates a store.  Returns CL_OK, CL_EINVAL (bad config), CL_EIO (arena
+ * file), CL_ENOMEM, CL_ECRYPTO.  The store owns its arena mapping and
+ * sealing key; store_destroy() unmaps, zeroes the key and frees all.
+ * No store_thread may be alive when store_destroy() is called.
+ */
+int store_create(const store_config *cfg, store **out) __attribute__((warn_unused_result));
+void store_destroy(store *s);
+
+/* Per-thread handle; one per worker thread, used by that thread only. */
+int store_thread_create(store *s, store_thread **out) __attribute__((warn_unused_result));
+void store_thread_destroy(store_thread *t);
+
+/* Largest value this store accepts, in bytes. */
+size_t store_max_value(const store *s);
+
+/* Converts memcached's exptime (0 = never; <= 30 days = relative seconds;
+ * larger = absolute Unix time; negative = already expired) to absolute. */
+int64_t store_exptime(int64_t client_exptime);
+
+/* Current time in Unix seconds as the store sees it (coarse clock). */
+int64_t store_now(void);
+
+/* ---- reads ---------------------------------------------------------------- */
+
+typedef struct store_get_opts {
+    int want_value;       /* 0: metadata only, nothing is decrypted */
+    int touch;            /* 1: set exptime to `exptime` (gat, mg T) */
+    int64_t exptime;      /* absolute, for touch */
+    int no_bump;          /* 1: do not update access time / LRU / fetched (mg u... ) */
+} store_get_opts;
+
+/*
+ * Called at most once by store_get, with the item locked, to learn where
+ * to put m->len bytes of plaintext.  Returns a trusted buffer of at least
+ * m->len bytes, or NULL to make store_get fail with CL_ENOMEM.  If
+ * store_get then fails with CL_EINTEGRITY the buffer has been zeroed and
+ * the caller must discard it (e.g. truncate its reply buffer).
+ */
+typedef uint8_t *(*store_sink_fn)(void *arg, const store_meta *m);
+
+/*
+ * Looks a key up.  On CL_OK fills *meta (if non-NULL) and, when
+ * opts->want_value, writes the value through sink.  Returns CL_OK,
+ * CL_ENOTFOUND (absent, expired or flushed), CL_EINTEGRITY (the sealed
+ * value failed authentication: counted, logged once per key), CL_ENOMEM
+ * (sink returned NULL), CL_EBADKEY.  opts may be NULL (value, no touch).
+ */
+int store_get(store_thread *t, const uint8_t *key, size_t klen,
+              const store_get_opts *opts, store_sink_fn sink, void *arg,
+              store_meta *meta);
+
+/* ---- writes --------------------------------------------------------------- */
+
+typedef enum store_mode {
+    STORE_SET = 0,
+    STORE_ADD,       /* only if absent */
+    STORE_REPLACE,   /* only if present */
+    STORE_APPEND,    /* present: value = old + new; flags/exptime kept */
+    STORE_PREPEND,   /* present: value = new + old; flags/exptime kept */
+} store_mode;
+
+typedef struct store_write {
+    store_mode mode;
+    uint32_t flags;
+    int64_t exptime;     /* absolute */
+    uint64_t cas;        /* nonzero: succeed only if the item exists with this CAS id */
+} store_write;
+
+/*
+ * Stores len bytes of val under key.  Returns CL_OK (and the new CAS id in
+ * *cas_out if non-NULL), CL_ENOTSTORED (add: present; replace/append/
+ * prepend: absent), CL_EEXISTS (cas given and the item's differs),
+ * CL_ENOTFOUND (cas given and the item is absent), CL_ETOOBIG (len, or
+ * the appended result, exceeds max_value), CL_EFULL (no room and no
+ * eviction), CL_EINTEGRITY (append/prepend to a value that fails
+ * authentication), CL_EBADKEY.  On any failure the previous item is left
+ * exactly as it was.
+ */
+int store_set(store_thread *t, const uint8_t *key, size_t klen,
+              const uint8_t *val, size_t len, const store_write *w,
+              uint64_t *cas_out);
+
+/* Deletes key.  cas nonzero: only if it matches.  CL_OK, CL_ENOTFOUND,
+ * CL_EEXISTS, CL_EBADKEY. */
+int store_delete(store_thread *t, const uint8_t *key, size_t klen, uint64_t cas);
+
+/* Sets a new absolute exptime.  CL_OK, CL_ENOTFOUND, CL_EBADKEY. */
+int store_touch(store_thread *t, const uint8_t *key, size_t klen, int64_t exptime);
+
+typedef struct store_arith {
+    int incr;             /* 1: add delta (wraps at 2^64); 0: subtract (floors at 0) */
+    uint64_t delta;
+    uint64_t cas;         /* nonzero: only if it matches */
+    int vivify;           /* 1: when absent, create with `initial` (meta ma N) */
+    uint64_t initial;
+    int64_t exptime;      /* absolute, for a vivified item */
+} store_arith;
+
+/*
+ * incr/decr.  The stored value must be a decimal number of at most 20
+ * digits that fits in 64 bits.  Returns CL_OK (result in *value, new
+ * metadata in *meta if non-NULL), CL_ENOTFOUND, CL_EEXISTS (cas),
+ * CL_ENONNUMERIC, CL_EINTEGRITY, CL_EFULL, CL_EBADKEY.
+ */
+int store_arith(store_thread *t, const uint8_t *key, size_t klen,
+                const store_arith *a, uint64_t *value, store_meta *meta);
+
+/*
+ * flush_all: every item stored before `when` (absolute Unix seconds; 0 =
+ * now) stops being visible at `when`.  Items written after an immediate
+ * flush are unaffected, even within the same second.
+ */
+void store_flush(store *s, int64_t when);
+
+/* ---- statistics ----------------------------------------------------------- */
+
+typedef struct store_stats {
+    uint64_t curr_items, total_items;
+    uint64_t bytes;              /* sum of value lengths (plaintext) */
+    uint64_t trusted_bytes;      /* trusted memory in use: index + item metadata */
+    uint64_t trusted_limit;      /* index_bytes */
+    uint64_t untrusted_bytes;    /* arena bytes in use (chunks handed out) */
+    uint64_t limit_maxbytes;     /* arena size */
+    uint64_t cmd_get, cmd_set, cmd_touch, cmd_flush;
+    uint64_t get_hits, get_misses, get_expired, get_flushed;
+    uint64_t delete_hits, delete_misses;
+    uint64_t incr_hits, incr_misses, decr_hits, decr_misses;
+    uint64_t cas_hits, cas_misses, cas_badval;
+    uint64_t touch_hits, touch_misses;
+    uint64_t evictions, reclaimed, expired_unfetched, evicted_unfetched;
+    uint64_t out_of_memory;      /* writes refused with CL_EFULL */
+    uint64_t integrity_failures; /* values that failed authentication */
+    uint64_t hash_power_level, hash_bytes;
+} store_stats;
+
+/* Sums the per-thread counters and global gauges.  Safe to call from any
+ * thread at any time; counters may be a few operations behind. */
+void store_get_stats(store *s, store_stats *out);
+
+#endif
