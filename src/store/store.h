@@ -89,7 +89,8 @@ typedef struct store_get_opts {
 /*
  * Called at most once by store_get, with the item locked, to learn where
  * to put m->len bytes of plaintext.  Returns a trusted buffer of at least
- * m->len bytes, or NULL to make store_get fail with CL_ENOMEM.  If
+ * m->len bytes, or NULL to make store_get fail with CL_ENOMEM (for
+ * m->len == 0, NULL is accepted and is not an error).  If
  * store_get then fails with CL_EINTEGRITY the buffer has been zeroed and
  * the caller must discard it (e.g. truncate its reply buffer).
  */
@@ -144,6 +145,8 @@ int store_delete(store_thread *t, const uint8_t *key, size_t klen, uint64_t cas)
 /* Sets a new absolute exptime.  CL_OK, CL_ENOTFOUND, CL_EBADKEY. */
 int store_touch(store_thread *t, const uint8_t *key, size_t klen, int64_t exptime);
 
+/* The request of store_arith().  (The typedef cannot share the function's
+ * name; `struct store_arith` and `store_arith_op` both name it.) */
 typedef struct store_arith {
     int incr;             /* 1: add delta (wraps at 2^64); 0: subtract (floors at 0) */
     uint64_t delta;
@@ -151,7 +154,7 @@ typedef struct store_arith {
     int vivify;           /* 1: when absent, create with `initial` (meta ma N) */
     uint64_t initial;
     int64_t exptime;      /* absolute, for a vivified item */
-} store_arith;
+} store_arith_op;
 
 /*
  * incr/decr.  The stored value must be a decimal number of at most 20
@@ -160,7 +163,7 @@ typedef struct store_arith {
  * CL_ENONNUMERIC, CL_EINTEGRITY, CL_EFULL, CL_EBADKEY.
  */
 int store_arith(store_thread *t, const uint8_t *key, size_t klen,
-                const store_arith *a, uint64_t *value, store_meta *meta);
+                const store_arith_op *a, uint64_t *value, store_meta *meta);
 
 /*
  * flush_all: every item stored before `when` (absolute Unix seconds; 0 =

@@ -43,8 +43,9 @@ static inline void th_check(int ok, const char *file, int line, const char *expr
 /* Stops the whole program: for failures after which nothing can be tested. */
 #define REQUIRE(cond)                                                         \
     do {                                                                      \
-        CHECK(cond);                                                          \
-        if (!(cond)) {                                                        \
+        int th_ok_ = !!(cond);                                                \
+        th_check(th_ok_, __FILE__, __LINE__, #cond);                          \
+        if (!th_ok_) {                                                        \
             fprintf(stderr, "%lu passed, %lu failed\n", th_passed, th_failed);\
             exit(1);                                                          \
         }                                                                     \
