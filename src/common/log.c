@@ -10,12 +10,14 @@
 static int log_level = CL_LOG_INFO;
 static const char *const level_names[] = { "ERROR", "WARN", "INFO", "DEBUG" };
 
-void cl_log_set_level(int level) { log_level = level; }
-int  cl_log_get_level(void) { return log_level; }
+/* Set at run time by the memcached `verbosity` command from any worker:
+ * relaxed atomics, a level is a hint. */
+void cl_log_set_level(int level) { __atomic_store_n(&log_level, level, __ATOMIC_RELAXED); }
+int  cl_log_get_level(void) { return __atomic_load_n(&log_level, __ATOMIC_RELAXED); }
 
 void cl_log(int level, const char *module, const char *fmt, ...)
 {
-    if (level > log_level)
+    if (level > cl_log_get_level())
         return;
     char line[1024];
     struct timespec ts;
