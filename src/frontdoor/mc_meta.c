@@ -15,29 +15,41 @@
  * memcached does); any other letter, or a letter given twice, is an error.
  * The flags each command acts on (P and L, proxy hints, are always ignored):
  *   mg  b c f h k l O q s t u v N(ttl) R(ttl) T(ttl)
- *   ms  b c C(cas) F(flags) I k O q T(ttl) M(E|A|P|R|S)
+ *   ms  b c C(cas) F(flags) I k O q T(ttl) M(E|A|P|R|S); as memcached, ME
+ *       ignores C, and MA/MP on an absent key are NS even with C
  *   md  b C(cas) I k O q T(ttl)
  *   ma  b C(cas) N(ttl) J(initial) D(delta) T(ttl) M(I|+|D|-) q t c v k O
  *   me  b (other tokens ignored)
  * q ("noreply semantics"): mg hides EN; ms and md hide HD; ma hides HD and
  * VA.  Errors are always sent.
  *
- * What the store cannot honour (it keeps no stale/win state per item):
- *   - mg N vivifies with an atomic add of an empty item and returns W to
- *     the client whose add created it, but later clients are not told Z
- *     (someone else won); they see the empty item as a hit.
- *   - mg R (recache win) is parsed and ignored: no W is ever returned for
- *     it, so clients fall back to recaching on a miss.
- *   - md I (mark stale) deletes the item instead (its T is ignored): later
- *     readers miss rather than get the stale value with X, so clients
- *     recache; correctness is kept, stale-while-revalidate is lost.
- *   - ms I (store as stale when C is older) is parsed and ignored: the
- *     compare-and-set is exact, an older C gets EX.
- *   - X, W-after-R and Z are therefore never sent.  The E (explicit CAS)
- *     and x (md: drop value, keep item) flags of later releases are
- *     refused as 1.6.18 does ("invalid flag").
- *   - ma T updates the TTL with a second store call after the arithmetic
- *     (not atomic with it).
+ * Anti-stampede ("stale-while-revalidate"), each decided inside one store
+ * call under the item's lock (store.h, "Anti-stampede state"), so exactly
+ * one client is told to recache:
+ *   - mg N(ttl) on a miss creates an empty item with that TTL; that client
+ *     gets W, every later mg gets Z until a write replaces the item.
+ *   - mg R(ttl): if the item has a TTL below the token and no token is out,
+ *     the client gets W; later clients get Z.
+ *   - md I marks the item stale instead of deleting it (T also sets its
+ *     TTL) and gives it a new CAS; every mg then returns X, the first also
+ *     W, later ones Z.  ms I with a C older than the item's CAS (set and
+ *     replace modes) stores the value but stale, keeping the old TTL and
+ *     token state; a newer C is EX; a matching C is a plain compare-and-set.
+ *     Other writes of a new value (ms in any mode, the text storage
+ *     commands) clear the stale and token state; touches and ma keep it,
+ *     as memcached's in-place incr does.
+ *   - The extra reply flags follow the requested ones in memcached's order:
+ *     Z, X, W.
+ *   - ma T sets the TTL in the same store call as the arithmetic.
+ *
+ * Where the replies differ from memcached 1.6.18, which applies N, R, T
+ * and t one by one in the order the flags were given:
+ *   - T on a vivified item wins over N whatever the order; R compares with
+ *     the TTL the item had before this request's T; t reports the TTL left
+ *     after the whole request.
+ *   - A vivified item counts as a get miss in stats (memcached: a hit).
+ *   - The E (explicit CAS) and x (md: drop value, keep item) flags of later
+ *     releases are refused as 1.6.18 does ("invalid flag").
  *   - me reports size= as key + value bytes (the sealed chunk's overhead
  *     is not exposed); exp=/la= are seconds relative to now as memcached.
  */
@@ -276,11 +288,12 @@ typedef struct mg_sink {
     mc_req *r;
     const mc_meta *m;
     int64_t now;
-    int won;
     int failed;     /* returned NULL (the store accepts that for empty values) */
 } mg_sink;
 
-static void mg_header(mc_req *r, const mc_meta *m, const store_meta *sm, int64_t now, int won)
+/* The reply line of a hit; the recache flags follow the requested ones in
+ * memcached's order: Z (token already out), X (stale), W (won). */
+static void mg_header(mc_req *r, const mc_meta *m, const store_meta *sm, int64_t now)
 {
     if (HAS(m, 'v')) {
         mc_put(r, "VA ", 3);
@@ -289,7 +302,11 @@ static void mg_header(mc_req *r, const mc_meta *m, const store_meta *sm, int64_t
         mc_put(r, "HD", 2);
     }
     mc_meta_flags_out(r, m, "cfhklOst", sm, sm->cas, now);
-    if (won)
+    if (sm->token_sent)
+        mc_put(r, " Z", 2);
+    if (sm->stale)
+        mc_put(r, " X", 2);
+    if (sm->won)
         mc_put(r, " W", 2);
     mc_put(r, "\r\n", 2);
 }
@@ -302,20 +319,25 @@ static uint8_t *mg_value_to_reply(void *arg, const store_meta *sm)
         k->failed = 1;
         return NULL;
     }
-    mg_header(k->r, k->m, sm, k->now, k->won);
+    mg_header(k->r, k->m, sm, k->now);
     return cl_buf_extend(k->r->out, sm->len);
 }
 
-/* One lookup; CL_OK with the reply written, or the store's error. */
-static int mg_lookup(mc_req *r, const mc_meta *m, int won)
+/* The lookup, with vivify (N) and the recache token in the same store
+ * call; CL_OK with the reply written, or the store's error. */
+static int mg_lookup(mc_req *r, const mc_meta *m)
 {
     store_get_opts o = {
         .want_value = HAS(m, 'v'),
         .touch = HAS(m, 'T'),
         .exptime = HAS(m, 'T') ? store_exptime(m->ttl) : 0,
         .no_bump = HAS(m, 'u'),
+        .recache = 1,
+        .recache_before = HAS(m, 'R') ? store_exptime(m->recache) : 0,
+        .vivify = HAS(m, 'N'),
+        .vivify_exptime = HAS(m, 'N') ? store_exptime(m->vivify_ttl) : 0,
     };
-    mg_sink k = { r, m, store_now(), won, 0 };
+    mg_sink k = { r, m, store_now(), 0 };
     store_meta sm;
     size_t start = r->out->len;
     int rc = store_get(r->st, m->key, m->klen, &o, mg_value_to_reply, &k, &sm);
@@ -328,7 +350,7 @@ static int mg_lookup(mc_req *r, const mc_meta *m, int won)
     if (o.want_value)
         mc_put(r, "\r\n", 2);
     else
-        mg_header(r, m, &sm, k.now, won);
+        mg_header(r, m, &sm, k.now);
     return CL_OK;
 }
 
@@ -337,16 +359,7 @@ int mc_cmd_mg(mc_req *r)
     mc_meta m;
     if (!mc_meta_begin(r, 2, &mg_spec, &m))
         return MC_DONE;
-    int rc = mg_lookup(r, &m, 0);
-    if (rc == CL_ENOTFOUND && HAS(&m, 'N')) {
-        /* Vivify: the client whose add creates the empty item wins. */
-        store_write w = { .mode = STORE_ADD, .exptime = store_exptime(m.vivify_ttl) };
-        int add = store_set(r->st, m.key, m.klen, (const uint8_t *)"", 0, &w, NULL);
-        if (add == CL_OK || add == CL_ENOTSTORED)
-            rc = mg_lookup(r, &m, add == CL_OK);
-        else
-            rc = add;
-    }
+    int rc = mg_lookup(r, &m);
     if (rc == CL_ENOTFOUND) {
         if (!m.q)
             mc_meta_status(r, &m, "EN");
@@ -394,14 +407,17 @@ int mc_cmd_ms(mc_req *r)
               : m.mode == 'R' ? STORE_REPLACE : STORE_SET,
         .flags = m.flags,
         .exptime = HAS(&m, 'T') ? store_exptime(m.ttl) : 0,
-        .cas = m.cas,
+        .cas = m.mode == 'E' ? 0 : m.cas,   /* add ignores C, as memcached */
+        .stale_if_older = HAS(&m, 'I'),
     };
     uint64_t cas = 0;
     int rc = store_set(r->st, m.key, m.klen, r->data, (size_t)bytes, &w, &cas);
+    int concat = w.mode == STORE_APPEND || w.mode == STORE_PREPEND;
     const char *code = rc == CL_OK ? "HD"
                      : rc == CL_ENOTSTORED ? "NS"
                      : rc == CL_EEXISTS ? "EX"
-                     : rc == CL_ENOTFOUND ? "NF" : NULL;
+                     : rc == CL_ENOTFOUND ? (concat ? "NS" : "NF") /* as memcached */
+                     : NULL;
     if (!code) {
         mc_reply_store_error(r, rc);
     } else if (!(rc == CL_OK && m.q)) {
@@ -419,7 +435,10 @@ int mc_cmd_md(mc_req *r)
     mc_meta m;
     if (!mc_meta_begin(r, 2, &md_spec, &m))
         return MC_DONE;
-    int rc = store_delete(r->st, m.key, m.klen, m.cas);
+    int rc = HAS(&m, 'I')
+                 ? store_invalidate(r->st, m.key, m.klen, m.cas, HAS(&m, 'T'),
+                                    HAS(&m, 'T') ? store_exptime(m.ttl) : 0, NULL)
+                 : store_delete(r->st, m.key, m.klen, m.cas);
     const char *code = rc == CL_OK ? "HD"
                      : rc == CL_ENOTFOUND ? "NF"
                      : rc == CL_EEXISTS ? "EX" : NULL;
@@ -444,15 +463,12 @@ int mc_cmd_ma(mc_req *r)
         .vivify = HAS(&m, 'N'),
         .initial = m.initial,
         .exptime = HAS(&m, 'N') ? store_exptime(m.vivify_ttl) : 0,
+        .touch = HAS(&m, 'T'),
+        .touch_exptime = HAS(&m, 'T') ? store_exptime(m.ttl) : 0,
     };
     uint64_t value;
     store_meta sm;
     int rc = store_arith(r->st, m.key, m.klen, &a, &value, &sm);
-    if (rc == CL_OK && HAS(&m, 'T')) {
-        int64_t e = store_exptime(m.ttl);
-        if (store_touch(r->st, m.key, m.klen, e) == CL_OK)
-            sm.exptime = e;
-    }
     if (rc == CL_ENOTFOUND || rc == CL_EEXISTS) {
         mc_meta_status(r, &m, rc == CL_ENOTFOUND ? "NF" : "EX");
         return MC_DONE;

@@ -44,8 +44,10 @@
 
 /* Item record bits. */
 enum {
-    KV_ITEM_FETCHED = 1 << 0,  /* read since written (meta 'h') */
-    KV_ITEM_LOGGED  = 1 << 1,  /* integrity failure already logged */
+    KV_ITEM_FETCHED    = 1 << 0,  /* read since written (meta 'h') */
+    KV_ITEM_LOGGED     = 1 << 1,  /* integrity failure already logged */
+    KV_ITEM_STALE      = 1 << 2,  /* invalidated, still served (meta X; store.c) */
+    KV_ITEM_TOKEN_SENT = 1 << 3,  /* its recache token is out (meta W, then Z; store.c) */
 };
 
 /*

@@ -12,6 +12,10 @@
  * touch) takes one, a (key, nonce) pair never repeats, and the tag kept
  * in the record makes any other ciphertext at that offset -- flipped,
  * copied from another key, or an older copy restored -- fail to open.
+ * One operation rewrites a chunk in place: store_invalidate() gives the
+ * item a new CAS id without a new value, so it opens the value into
+ * trusted scratch and seals it again, under the new id, into the same
+ * chunk (the stripe is held throughout, so no reader sees the middle).
  *
  * Locks, in the only order in which they nest:
  *     stripe (index.h) -> LRU list of a class -> arena class -> arena pool
@@ -27,6 +31,15 @@
  * which are unlinked when a lookup meets them, or when an allocation fails
  * and the class's LRU tail is scanned.  flush_all now records the CAS
  * counter (cas <= flush_cas is invisible), a delayed flush a time.
+ *
+ * Anti-stampede state (store.h) is two record bits under the stripe lock:
+ * KV_ITEM_STALE and KV_ITEM_TOKEN_SENT.  store_get with `recache` tests
+ * and sets TOKEN_SENT in the same critical section, so one reader wins.
+ * A vivifying store_get creates its empty item through store_put (ADD)
+ * with TOKEN_SENT already set, then looks again: it won iff the item it
+ * finds still has the CAS id its add returned; anyone who found the item
+ * in between already saw the token out.  do_item_install() sets the bits
+ * a write leaves (none for a new value).
  *
  * LRU: one list per arena class; an item moves to the head when written
  * into a new class and otherwise at most once per LRU_BUMP_SECONDS when
@@ -70,6 +83,7 @@
 #define ALLOC_ATTEMPTS 16         /* reclaim-and-retry rounds before CL_EFULL */
 #define REL_EXPTIME_MAX 2592000   /* 30 days: larger client exptimes are absolute */
 #define ARITH_MAX_DIGITS 20
+#define VIVIFY_ATTEMPTS 4         /* vivify rounds that lose to short-lived items */
 #define AAD_MAX (1 + STORE_KEY_MAX + 8 + 4)
 #define INDEX_DEFAULT_EXTRA (16u << 20)
 #define INDEX_HASHPOWER 16        /* initial buckets, as memcached */
@@ -216,6 +230,9 @@ static void meta_fill(const kv_item *it, store_meta *m)
     m->last_access = it->last_access;
     m->fetched = (it->bits & KV_ITEM_FETCHED) != 0;
     m->slab_class = it->cls;
+    m->stale = (it->bits & KV_ITEM_STALE) != 0;
+    m->token_sent = (it->bits & KV_ITEM_TOKEN_SENT) != 0;
+    m->won = 0;
 }
 
 /* ---- LRU (per arena class) ------------------------------------------------ */
@@ -443,13 +460,15 @@ static int do_value_seal(store_thread *t, const uint8_t *key, size_t klen, uint3
 }
 
 /*
- * Points `it` at the sealed value v (stripe held).  A new record (linked
- * == 0) is linked into the index and its LRU; an existing one hands its
- * previous chunk back in *old for the caller to free after unlocking.
- * Returns 1 if the index wants to grow.
+ * Points `it` at the sealed value v (stripe held), with record bits
+ * `bits` (KV_ITEM_STALE / KV_ITEM_TOKEN_SENT to keep; the others start
+ * clear).  A new record (linked == 0) is linked into the index and its
+ * LRU; an existing one hands its previous chunk back in *old for the
+ * caller to free after unlocking.  Returns 1 if the index wants to grow.
  */
 static int do_item_install(store_thread *t, kv_item *it, int linked, const struct sealed *v,
-                           uint32_t flags, int64_t exptime, uint32_t now, struct sealed *old)
+                           uint32_t flags, int64_t exptime, uint8_t bits, uint32_t now,
+                           struct sealed *old)
 {
     store *s = t->s;
     int grow = 0;
@@ -479,7 +498,7 @@ static int do_item_install(store_thread *t, kv_item *it, int linked, const struc
     it->exptime = exptime;
     it->stored_at = now;
     it->last_access = now;
-    it->bits = 0;
+    it->bits = bits;
     COUNT(t, total_items);
     return grow;
 }
@@ -611,6 +630,31 @@ void store_thread_destroy(store_thread *t)
 
 /* ---- reads ---------------------------------------------------------------------- */
 
+static int store_put(store_thread *t, uint64_t h, const uint8_t *key, size_t klen,
+                     const uint8_t *val, size_t len, const store_write *w, uint8_t bits,
+                     uint64_t *cas_out);
+
+/* Whether a read with opts wins the item's recache token (stripe held). */
+static int do_recache_wins(const kv_item *it, const store_get_opts *opts)
+{
+    if (!opts->recache || (it->bits & KV_ITEM_TOKEN_SENT))
+        return 0;
+    if (it->bits & KV_ITEM_STALE)
+        return 1;
+    return opts->recache_before && it->exptime && it->exptime < opts->recache_before;
+}
+
+static void count_get_miss(store_thread *t, const store_get_opts *opts, enum item_state why)
+{
+    COUNT(t, get_misses);
+    if (why == ITEM_EXPIRED)
+        COUNT(t, get_expired);
+    else if (why == ITEM_FLUSHED)
+        COUNT(t, get_flushed);
+    if (opts->touch)
+        COUNT(t, touch_misses);
+}
+
 int store_get(store_thread *t, const uint8_t *key, size_t klen,
               const store_get_opts *opts, store_sink_fn sink, void *arg,
               store_meta *meta)
@@ -626,24 +670,45 @@ int store_get(store_thread *t, const uint8_t *key, size_t klen,
         COUNT(t, cmd_touch);
 
     uint64_t h = kv_index_hash(s->index, key, klen);
-    kv_index_lock(s->index, h);
-    int64_t now = store_now();
-    enum item_state why;
-    kv_item *it = do_item_find_live(t, h, key, klen, now, &why);
+    uint64_t vivified = 0;   /* CAS id of the item this call created */
+    int missed = 0;          /* the miss is counted already */
+    int64_t now;
+    kv_item *it;
+    for (int attempt = 0;; attempt++) {
+        kv_index_lock(s->index, h);
+        now = store_now();
+        enum item_state why;
+        it = do_item_find_live(t, h, key, klen, now, &why);
+        if (!it && !missed) {
+            count_get_miss(t, opts, why);
+            missed = 1;
+        }
+        if (it || !opts->vivify || vivified || attempt == VIVIFY_ATTEMPTS)
+            break;
+        /* Vivify: no chunk may be allocated under the stripe, so add the
+         * empty item unlocked, born with its token out, and look again.
+         * (CL_ENOTSTORED: another writer's item appeared meanwhile.) */
+        kv_index_unlock(s->index, h);
+        store_write w = { .mode = STORE_ADD, .exptime = opts->vivify_exptime };
+        int rc = store_put(t, h, key, klen, (const uint8_t *)"", 0, &w, KV_ITEM_TOKEN_SENT,
+                           &vivified);
+        if (rc != CL_OK && rc != CL_ENOTSTORED)
+            return rc;
+    }
     if (!it) {
         kv_index_unlock(s->index, h);
-        COUNT(t, get_misses);
-        if (why == ITEM_EXPIRED)
-            COUNT(t, get_expired);
-        else if (why == ITEM_FLUSHED)
-            COUNT(t, get_flushed);
-        if (opts->touch)
-            COUNT(t, touch_misses);
         return CL_ENOTFOUND;
     }
 
     store_meta m;
     meta_fill(it, &m);
+    int created = vivified && it->cas == vivified;
+    if (created) {
+        m.token_sent = 0; /* set at birth, for this caller */
+        m.won = 1;
+    } else {
+        m.won = do_recache_wins(it, opts);
+    }
     if (opts->touch)
         m.exptime = opts->exptime;
     int rc = CL_OK;
@@ -653,6 +718,8 @@ int store_get(store_thread *t, const uint8_t *key, size_t klen,
         rc = dst || m.len == 0 ? do_item_open(t, it, dst) : CL_ENOMEM;
     }
     if (rc == CL_OK) {
+        if (m.won)
+            it->bits |= KV_ITEM_TOKEN_SENT;
         if (opts->touch)
             it->exptime = opts->exptime;
         if (!opts->no_bump) {
@@ -660,13 +727,17 @@ int store_get(store_thread *t, const uint8_t *key, size_t klen,
             it->last_access = (uint32_t)now;
             lru_bump(s, it, (uint32_t)now);
         }
+    } else if (created) {
+        do_item_free(t, it, 0); /* it existed only to carry this caller's token */
     }
     kv_index_unlock(s->index, h);
 
     if (rc == CL_OK) {
-        COUNT(t, get_hits);
-        if (opts->touch)
-            COUNT(t, touch_hits);
+        if (!missed) {
+            COUNT(t, get_hits);
+            if (opts->touch)
+                COUNT(t, touch_hits);
+        }
         if (meta)
             *meta = m;
     }
@@ -675,14 +746,20 @@ int store_get(store_thread *t, const uint8_t *key, size_t klen,
 
 /* ---- writes ------------------------------------------------------------------------ */
 
-/* The conditions of a write against the live item `it` (or NULL). */
-static int write_check(const store_write *w, const kv_item *it)
+/* The conditions of a write against the live item `it` (or NULL).  *stale
+ * is set when the write is allowed only as a stale one (stale_if_older). */
+static int write_check(const store_write *w, const kv_item *it, int *stale)
 {
+    *stale = 0;
     if (w->cas) {
         if (!it)
             return CL_ENOTFOUND;
-        if (it->cas != w->cas)
-            return CL_EEXISTS;
+        if (it->cas != w->cas) {
+            if (!w->stale_if_older || w->cas > it->cas ||
+                (w->mode != STORE_SET && w->mode != STORE_REPLACE))
+                return CL_EEXISTS;
+            *stale = 1;
+        }
     }
     switch (w->mode) {
     case STORE_ADD:
@@ -697,9 +774,10 @@ static int write_check(const store_write *w, const kv_item *it)
     return CL_EINVAL;
 }
 
-/* set / add / replace / cas. */
+/* set / add / replace / cas; a new item starts with record bits `bits`. */
 static int store_put(store_thread *t, uint64_t h, const uint8_t *key, size_t klen,
-                     const uint8_t *val, size_t len, const store_write *w, uint64_t *cas_out)
+                     const uint8_t *val, size_t len, const store_write *w, uint8_t bits,
+                     uint64_t *cas_out)
 {
     store *s = t->s;
     if (len > s->max_value)
@@ -713,7 +791,8 @@ static int store_put(store_thread *t, uint64_t h, const uint8_t *key, size_t kle
         kv_index_lock(s->index, h);
         int64_t now = store_now();
         kv_item *it = do_item_find_live(t, h, key, klen, now, NULL);
-        rc = write_check(w, it);
+        int stale;
+        rc = write_check(w, it, &stale);
         int linked = it != NULL;
         if (rc == CL_OK && !it)
             rc = do_record_alloc(t, h, key, klen, &it);
@@ -731,7 +810,12 @@ static int store_put(store_thread *t, uint64_t h, const uint8_t *key, size_t kle
             arena_free(s->arena, v.cls, v.off);
             return rc;
         }
-        int grow = do_item_install(t, it, linked, &v, w->flags, w->exptime, (uint32_t)now, &old);
+        int64_t exptime = w->exptime;
+        if (stale) { /* as memcached: the old TTL and token stay, the value is stale */
+            exptime = it->exptime;
+            bits = KV_ITEM_STALE | (it->bits & KV_ITEM_TOKEN_SENT);
+        }
+        int grow = do_item_install(t, it, linked, &v, w->flags, exptime, bits, (uint32_t)now, &old);
         kv_index_unlock(s->index, h);
         write_finish(t, &old, grow);
         if (cas_out)
@@ -753,7 +837,8 @@ static int store_concat(store_thread *t, uint64_t h, const uint8_t *key, size_t 
     for (;;) {
         kv_index_lock(s->index, h);
         kv_item *it = do_item_find_live(t, h, key, klen, store_now(), NULL);
-        int rc = write_check(w, it);
+        int stale; /* always 0: append/prepend never store stale */
+        int rc = write_check(w, it, &stale);
         uint64_t seen_cas = it ? it->cas : 0;
         uint32_t old_len = it ? it->len : 0;
         kv_index_unlock(s->index, h);
@@ -789,7 +874,7 @@ static int store_concat(store_thread *t, uint64_t h, const uint8_t *key, size_t 
             OPENSSL_cleanse(buf, new_len);
             return rc;
         }
-        int grow = do_item_install(t, it, 1, &v, it->flags, it->exptime, (uint32_t)now, &old);
+        int grow = do_item_install(t, it, 1, &v, it->flags, it->exptime, 0, (uint32_t)now, &old);
         kv_index_unlock(s->index, h);
         OPENSSL_cleanse(buf, new_len);
         write_finish(t, &old, grow);
@@ -814,7 +899,7 @@ int store_set(store_thread *t, const uint8_t *key, size_t klen,
     uint64_t h = kv_index_hash(t->s->index, key, klen);
     int rc = w->mode == STORE_APPEND || w->mode == STORE_PREPEND
                  ? store_concat(t, h, key, klen, val, len, w, cas_out)
-                 : store_put(t, h, key, klen, val, len, w, cas_out);
+                 : store_put(t, h, key, klen, val, len, w, 0, cas_out);
     if (w->cas) {
         if (rc == CL_OK)
             COUNT(t, cas_hits);
@@ -841,6 +926,63 @@ int store_delete(store_thread *t, const uint8_t *key, size_t klen, uint64_t cas)
     if (rc == CL_OK)
         COUNT(t, delete_hits);
     else if (rc == CL_ENOTFOUND)
+        COUNT(t, delete_misses);
+    return rc;
+}
+
+/*
+ * Gives `it` a new CAS id, same value (stripe held): opens the value into
+ * trusted scratch and seals it again into its own chunk under the new id
+ * (the id is fresh, so the nonce is too).  CL_OK; CL_ENOTFOUND (a flush
+ * that covers the old id ran since the lookup: the item is freed rather
+ * than revived by an id above the flush's); CL_EINTEGRITY (item
+ * unchanged); CL_ECRYPTO (the chunk may hold a partial ciphertext: the
+ * item is freed).
+ */
+static int do_item_reseal(store_thread *t, kv_item *it)
+{
+    store *s = t->s;
+    uint64_t cas = cas_next(s); /* taken before the flush check, see above */
+    if (it->cas <= __atomic_load_n(&s->flush_cas, __ATOMIC_ACQUIRE)) {
+        do_item_free(t, it, 0);
+        return CL_ENOTFOUND;
+    }
+    uint8_t *buf = t->scratch;
+    int rc = do_item_open(t, it, buf);
+    if (rc != CL_OK)
+        return rc;
+    uint8_t aad[AAD_MAX];
+    size_t n = aad_build(aad, it->key, it->klen, cas, it->flags);
+    rc = seal_to_untrusted(t->seal, SEAL_DOMAIN_VALUE, cas, aad, n, buf, it->len,
+                           arena_ptr(s->arena, it->off), it->tag);
+    OPENSSL_cleanse(buf, it->len);
+    if (rc != CL_OK) {
+        do_item_free(t, it, 0);
+        return rc;
+    }
+    it->cas = cas;
+    return CL_OK;
+}
+
+int store_invalidate(store_thread *t, const uint8_t *key, size_t klen, uint64_t cas,
+                     int touch, int64_t exptime, uint64_t *cas_out)
+{
+    store *s = t->s;
+    if (!key_ok(klen))
+        return CL_EBADKEY;
+    uint64_t h = kv_index_hash(s->index, key, klen);
+    kv_index_lock(s->index, h);
+    kv_item *it = do_item_find_live(t, h, key, klen, store_now(), NULL);
+    int rc = !it ? CL_ENOTFOUND : cas && it->cas != cas ? CL_EEXISTS : do_item_reseal(t, it);
+    if (rc == CL_OK) {
+        if (touch)
+            it->exptime = exptime;
+        it->bits = (uint8_t)((it->bits | KV_ITEM_STALE) & ~KV_ITEM_TOKEN_SENT);
+        if (cas_out)
+            *cas_out = it->cas;
+    }
+    kv_index_unlock(s->index, h);
+    if (rc == CL_ENOTFOUND)
         COUNT(t, delete_misses);
     return rc;
 }
@@ -926,6 +1068,7 @@ int store_arith(store_thread *t, const uint8_t *key, size_t klen,
         uint64_t result = 0;
         uint32_t flags = 0;
         int64_t exptime = 0;
+        uint8_t bits = 0;
         if (!it) {
             rc = a->vivify ? do_record_alloc(t, h, key, klen, &it) : CL_ENOTFOUND;
             result = a->initial;
@@ -945,7 +1088,10 @@ int store_arith(store_thread *t, const uint8_t *key, size_t klen,
             hit = 1;
             flags = it->flags;
             exptime = it->exptime;
+            bits = it->bits & (KV_ITEM_STALE | KV_ITEM_TOKEN_SENT); /* as memcached's in-place incr */
         }
+        if (a->touch)
+            exptime = a->touch_exptime;
         if (rc == CL_OK)
             rc = do_value_seal(t, key, klen, flags, num, format_u64(result, num), &v);
         if (rc != CL_OK) {
@@ -962,7 +1108,7 @@ int store_arith(store_thread *t, const uint8_t *key, size_t klen,
                 a->incr ? COUNT(t, incr_misses) : COUNT(t, decr_misses);
             return rc;
         }
-        int grow = do_item_install(t, it, linked, &v, flags, exptime, (uint32_t)now, &old);
+        int grow = do_item_install(t, it, linked, &v, flags, exptime, bits, (uint32_t)now, &old);
         store_meta m;
         meta_fill(it, &m);
         kv_index_unlock(s->index, h);

@@ -22,6 +22,19 @@
  * Times: exptime arguments are absolute Unix seconds (0 = never expires,
  * a value <= now means already expired); use store_exptime() to convert
  * memcached's client form.
+ *
+ * Anti-stampede state (memcached's meta "stale-while-revalidate"): an
+ * item may be *stale* (invalidated by store_invalidate() or by a
+ * store_set() with stale_if_older, still readable) and its *recache
+ * token* may be out (one reader was told to recompute the value).  A
+ * reader that asks for it (store_get_opts.recache) wins the token when
+ * none is out and the item is stale, expires before recache_before, or
+ * was just created for it (vivify); every later reader sees token_sent.
+ * Both bits live in the item under its lock, so exactly one reader wins.
+ * Writes of a new value clear them (set, add, replace, cas, append,
+ * prepend), except a stale_if_older store, which marks the new value
+ * stale and keeps the token; touches and incr/decr keep them (as
+ * memcached's in-place incr does).
  */
 #ifndef CLOISTER_STORE_STORE_H
 #define CLOISTER_STORE_STORE_H
@@ -52,6 +65,9 @@ typedef struct store_meta {
     int64_t last_access;  /* Unix seconds of the last fetch or write */
     int fetched;          /* 1 if fetched before this access (meta 'h') */
     int slab_class;       /* arena size class (meta debug) */
+    int stale;            /* 1: invalidated; the value needs recaching (meta X) */
+    int token_sent;       /* 1: the recache token was handed out before this access (meta Z) */
+    int won;              /* 1: this access was handed the recache token (meta W) */
 } store_meta;
 
 /*
@@ -84,6 +100,14 @@ typedef struct store_get_opts {
     int touch;            /* 1: set exptime to `exptime` (gat, mg T) */
     int64_t exptime;      /* absolute, for touch */
     int no_bump;          /* 1: do not update access time / LRU / fetched (mg u... ) */
+    /* Anti-stampede (meta mg; see the top of this file).  Zero for plain
+     * reads, which never take a token. */
+    int recache;          /* 1: win the recache token if none is out and the item is
+                             stale or expires before recache_before (meta->won) */
+    int64_t recache_before; /* absolute; 0 = only staleness wins (mg R) */
+    int vivify;           /* 1: on a miss, create an empty item (flags 0, exptime
+                             vivify_exptime) and win its token (mg N) */
+    int64_t vivify_exptime; /* absolute, for vivify; a touch overrides it */
 } store_get_opts;
 
 /*
@@ -101,7 +125,10 @@ typedef uint8_t *(*store_sink_fn)(void *arg, const store_meta *m);
  * opts->want_value, writes the value through sink.  Returns CL_OK,
  * CL_ENOTFOUND (absent, expired or flushed), CL_EINTEGRITY (the sealed
  * value failed authentication: counted, logged once per key), CL_ENOMEM
- * (sink returned NULL), CL_EBADKEY.  opts may be NULL (value, no touch).
+ * (sink returned NULL), CL_EBADKEY, and with vivify CL_EFULL (no room for
+ * the new item).  opts may be NULL (value, no touch).  The token is won,
+ * and the touch applied, only when CL_OK is returned.  A vivified item
+ * counts as a miss in the statistics.
  */
 int store_get(store_thread *t, const uint8_t *key, size_t klen,
               const store_get_opts *opts, store_sink_fn sink, void *arg,
@@ -122,6 +149,9 @@ typedef struct store_write {
     uint32_t flags;
     int64_t exptime;     /* absolute */
     uint64_t cas;        /* nonzero: succeed only if the item exists with this CAS id */
+    int stale_if_older;  /* with cas, set/replace only: a cas older (smaller) than the
+                            item's still stores, but the new item is stale and keeps
+                            the old exptime and token state (meta ms I) */
 } store_write;
 
 /*
@@ -142,6 +172,19 @@ int store_set(store_thread *t, const uint8_t *key, size_t klen,
  * CL_EEXISTS, CL_EBADKEY. */
 int store_delete(store_thread *t, const uint8_t *key, size_t klen, uint64_t cas);
 
+/*
+ * Marks key stale instead of deleting it (meta md I): the value stays
+ * readable, the token is taken back so the next recache reader wins it,
+ * and the item gets a new CAS id (so a writer holding the old one can
+ * only store a stale value).  cas nonzero: only if it matches.  touch: also
+ * set exptime (absolute).  Returns CL_OK (the new CAS id in *cas_out if
+ * non-NULL), CL_ENOTFOUND, CL_EEXISTS, CL_EINTEGRITY (the value failed
+ * authentication; item unchanged), CL_ECRYPTO (the item is dropped),
+ * CL_EBADKEY.
+ */
+int store_invalidate(store_thread *t, const uint8_t *key, size_t klen, uint64_t cas,
+                     int touch, int64_t exptime, uint64_t *cas_out);
+
 /* Sets a new absolute exptime.  CL_OK, CL_ENOTFOUND, CL_EBADKEY. */
 int store_touch(store_thread *t, const uint8_t *key, size_t klen, int64_t exptime);
 
@@ -154,6 +197,9 @@ typedef struct store_arith {
     int vivify;           /* 1: when absent, create with `initial` (meta ma N) */
     uint64_t initial;
     int64_t exptime;      /* absolute, for a vivified item */
+    int touch;            /* 1: on success also set exptime to touch_exptime, vivified
+                             or not, in the same step (meta ma T) */
+    int64_t touch_exptime; /* absolute, for touch */
 } store_arith_op;
 
 /*

@@ -2,9 +2,10 @@
 # timeout: 180
 """test_meta_protocol.py - memcached's meta commands (mg ms md ma mn me).
 
-Flags per memcached 1.6's doc/protocol.txt: mg v f c s t k O q h l u T N
-(with its W/Z reply flags), base64 keys (b), ms modes (MS ME MR MA MP), C
-compare-and-swap, I invalidation (X/W/Z), ma incr/decr/vivify (N J D M T),
+Flags per memcached 1.6's doc/protocol.txt: mg v f c s t k O q h l u T N R
+(with the W/Z reply flags, one winner across connections), base64 keys (b),
+ms modes (MS ME MR MA MP), C compare-and-swap, I invalidation (md I, ms I;
+X/W/Z), ma incr/decr/vivify (N J D M T),
 quiet mode closed by mn, and the shape of me's debug line.  Replies are
 compared byte for byte, except values the server chooses (CAS ids, TTLs
 counting down, seconds since last access), which are parsed and bounded.
@@ -122,9 +123,7 @@ def mg_vivify(env):
     # N on a miss creates an empty item and tells this client it won (W)...
     ttl_line(c, b"mg %s N30 v t\r\n" % k, rb"VA 0 t(\d+) W\r\n$", 28, 30)
     c.expect(b"\r\n")
-    line = c.request(b"mg %s s v\r\n" % k)      # (Z: see the next case)
-    check(re.match(rb"VA 0 s0( Z)?\r\n$", line), "the vivified item: %r" % line)
-    c.expect(b"\r\n")
+    c.call(b"mg %s s v\r\n" % k, b"VA 0 s0 Z\r\n\r\n", "the vivified item")
     # A real write ends the recache.
     c.call(b"ms %s 3 T0\r\nnew\r\n" % k, b"HD\r\n")
     c.call(b"mg %s v N30\r\n" % k, b"VA 3\r\nnew\r\n")
@@ -141,6 +140,32 @@ def mg_vivify_later_clients_see_z(env):
     c.call(b"mg %s s\r\n" % k, b"HD s0 Z\r\n")
     c.call(b"ms %s 1\r\nx\r\n" % k, b"HD\r\n")
     c.call(b"mg %s s\r\n" % k, b"HD s1\r\n", "no Z once the item was written")
+    # Across connections: one winner, everyone else is told; text get is plain.
+    k2 = env.key("k2")
+    c1, c2 = env.server().connect(), env.server().connect()
+    c1.call(b"mg %s N30 s O1\r\n" % k2, b"HD s0 O1 W\r\n")
+    c2.call(b"mg %s N30 s O2\r\n" % k2, b"HD s0 O2 Z\r\n", "a second client")
+    c2.call(b"get %s\r\n" % k2, b"VALUE %s 0 0\r\n\r\nEND\r\n" % k2)
+    # After a delete the next N client wins again.
+    c2.call(b"md %s\r\nmg %s N30 s\r\n" % (k2, k2), b"HD\r\nHD s0 W\r\n")
+    c1.call(b"mg %s N30 s\r\n" % k2, b"HD s0 Z\r\n")
+
+
+@suite.test
+def mg_recache(env):
+    """R(ttl): a client that finds less TTL left than the token wins (W),
+    once; later clients see Z until the item is written again."""
+    c1, c2 = env.server().connect(), env.server().connect()
+    k, far, never = env.key("k"), env.key("far"), env.key("never")
+    c1.call(b"ms %s 1 T10\r\nx\r\n" % k, b"HD\r\n")
+    c1.call(b"mg %s R30 v\r\n" % k, b"VA 1 W\r\nx\r\n")
+    c2.call(b"mg %s R30 v\r\n" % k, b"VA 1 Z\r\nx\r\n", "the second client")
+    c2.call(b"mg %s s\r\n" % k, b"HD s1 Z\r\n", "without R")
+    c2.call(b"touch %s 8\r\nmg %s R30 s\r\n" % (k, k), b"TOUCHED\r\nHD s1 Z\r\n", "after a touch")
+    c1.call(b"ms %s 1 T10\r\ny\r\n" % k, b"HD\r\n")
+    c2.call(b"mg %s R30 s\r\n" % k, b"HD s1 W\r\n", "after a write")
+    c1.call(b"ms %s 1 T100\r\nx\r\nmg %s R30 s\r\n" % (far, far), b"HD\r\nHD s1\r\n")
+    c1.call(b"ms %s 1\r\nx\r\nmg %s R30 s\r\n" % (never, never), b"HD\r\nHD s1\r\n")
 
 
 @suite.test
@@ -226,44 +251,50 @@ def ms_compare_cas(env):
     cas3 = c.gets(k)[2]
     c.call(b"mg %s c\r\n" % k, b"HD c%d\r\n" % cas3)
     c.call(b"cas %s 0 0 1 %d\r\nt\r\n" % (k, cas3), b"STORED\r\n")
+    # As memcached: ME (add) ignores C; MA and MP on an absent key are NS even with C.
+    nx2 = env.key("absent2")
+    c.call(b"ms %s 1 C%d MA\r\nx\r\nms %s 1 C%d MP\r\nx\r\n" % (nx2, cas, nx2, cas),
+           b"NS\r\nNS\r\n", "append/prepend with C to an absent key")
+    c.call(b"ms %s 1 C%d ME\r\nx\r\n" % (nx2, cas + 1000), b"HD\r\n", "ME ignores C")
+    c.call(b"ms %s 1 C%d ME\r\ny\r\n" % (nx2, cas3), b"NS\r\n", "ME on a present key")
 
 
 @suite.test
 def invalidate(env):
-    """I (invalidate): md I marks an item stale; mg then reports X and gives
-    one client W.  A server without stale state may refuse I with
-    CLIENT_ERROR or degrade md I to a delete (clients then miss and
-    recache); it must never keep serving the value as if fresh."""
-    c = env.server().connect()
+    """I (invalidate): md I marks an item stale and gives it a new CAS; mg
+    then reports X, the first client also W, later ones Z; a write ends
+    it.  ms I with an older CAS stores the value, but stale."""
+    c, c2 = env.server().connect(), env.server().connect()
     k = env.key("k")
     c.must_set(k, b"x")
-    line = c.request(b"md %s I T30\r\n" % k)
-    if line.startswith(b"CLIENT_ERROR"):
-        print("    note: md I not supported (%r)" % line.strip())
-        c.sync()
-        return
-    eq(line, b"HD\r\n", "md I")
+    cas0 = c.gets(k)[2]
+    c.call(b"md %s I T30 k\r\n" % k, b"HD k%s\r\n" % k)
     line = c.request(b"mg %s v c t\r\n" % k)
-    if line == b"EN\r\n":
-        print("    note: md I deletes instead of marking stale (I not supported)")
-        return
-    m = re.match(rb"VA 1 c(\d+) t(\d+) (X W|W X)\r\n$", line)
+    m = re.match(rb"VA 1 c(\d+) t(\d+) X W\r\n$", line)
     check(m and 28 <= int(m.group(2)) <= 30, "first mg of a stale item: %r" % line)
     c.expect(b"x\r\n")
     cas = int(m.group(1))
-    line = c.request(b"mg %s v c\r\n" % k)
-    check(re.match(rb"VA 1 c%d (X Z|Z X)\r\n$" % cas, line), "second mg of a stale item: %r" % line)
-    c.expect(b"x\r\n")
-    # A write ends the stale state.
-    c.call(b"ms %s 1 T0\r\ny\r\n" % k, b"HD\r\n")
+    check(cas != cas0, "md I gives a new CAS: %d, %d" % (cas0, cas))
+    c2.call(b"mg %s v c\r\n" % k, b"VA 1 c%d Z X\r\nx\r\n" % cas, "second mg of a stale item")
+    c2.call(b"get %s\r\n" % k, b"VALUE %s 0 1\r\nx\r\nEND\r\n" % k, "text get of a stale item")
+    # The old CAS is refused; with I it stores, stale, keeping the TTL and the token.
+    c2.call(b"ms %s 1 C%d\r\nz\r\n" % (k, cas0), b"EX\r\n", "ms with the pre-invalidation CAS")
+    c2.call(b"ms %s 1 C%d I T0\r\nz\r\n" % (k, cas0), b"HD\r\n", "ms I with an older CAS")
+    ttl_line(c2, b"mg %s v t\r\n" % k, rb"VA 1 t(\d+) Z X\r\n$", 27, 30)
+    c2.expect(b"z\r\n")
+    c2.call(b"ms %s 1 C%d I\r\nw\r\n" % (k, cas + 1000000), b"EX\r\n", "ms I with a newer CAS")
+    # The winner stores with the current CAS: fresh again, TTL as given.
+    cur = int(re.match(rb"HD c(\d+)", c.request(b"mg %s c\r\n" % k)).group(1))
+    c.call(b"ms %s 1 C%d I T0\r\ny\r\n" % (k, cur), b"HD\r\n")
     c.call(b"mg %s v t\r\n" % k, b"VA 1 t-1\r\ny\r\n")
-    # ms I with an older CAS stores, but marks the item stale.
-    cas = c.gets(k)[2]
-    c.call(b"ms %s 1 C%d I\r\nz\r\n" % (k, cas - 1), b"HD\r\n", "ms I with an older CAS")
-    line = c.request(b"mg %s v\r\n" % k)
-    check(re.match(rb"VA 1 (X W|W X)\r\n$", line), "mg after ms I: %r" % line)
-    c.expect(b"z\r\n")
-    c.call(b"ms %s 1 C%d I\r\nw\r\n" % (k, cas + 1000000), b"EX\r\n", "ms I with a newer CAS")
+    # md I again: the token is handed out again; q hides HD.
+    c.call(b"md %s I q\r\nmn\r\n" % k, b"MN\r\n")
+    c2.call(b"mg %s s\r\n" % k, b"HD s1 X W\r\n")
+    c.call(b"mg %s s\r\n" % k, b"HD s1 Z X\r\n")
+    # A plain set ends it; md T without I is a plain delete.
+    c.call(b"ms %s 1\r\nv\r\nmg %s s\r\n" % (k, k), b"HD\r\nHD s1\r\n")
+    c.call(b"md %s T30\r\nmg %s v\r\n" % (k, k), b"HD\r\nEN\r\n")
+    c.call(b"md %s I\r\n" % k, b"NF\r\n")
 
 
 @suite.test

@@ -1,8 +1,10 @@
 /*
  * test_mc_meta.c - the memcached front door's meta commands (mg ms md ma mn
  * me) through mc_session_process over a real store: flags and their order,
- * quiet mode with mn, opaque, base64 keys, ms modes, ma vivify, me output
- * and the error strings of memcached 1.6.18.
+ * quiet mode with mn, opaque, base64 keys, ms modes, ma vivify, me output,
+ * the anti-stampede flags (mg N/R with W/Z, md I and ms I with X), and the
+ * error strings of memcached 1.6.18.  Expected bytes were checked against
+ * the real 1.6.18 server.
  */
 #include "test_mc_fixture.h"
 
@@ -75,15 +77,118 @@ static void test_mg_vivify(void)
     CHECK(strcmp(tail, "W") == 0);     /* this client created it: it won */
     CHECK(strcmp(s + strlen(s) - 4, "\r\n\r\n") == 0);
     free(s);
-    char want[100];
-    snprintf(want, sizeof want, "VA 0 c%" PRIu64 " t30\r\n\r\n", cas);
-    MCF_EXPECT(&f, "mg v1 N30 v c t\r\n", want);   /* exists now: no W */
-    /* R is parsed and ignored */
-    MCF_EXPECT(&f, "mg v1 R30 s\r\n", "HD s0\r\n");
+    /* exists now: someone else won (the TTL may have ticked since) */
+    char want[100], want2[100];
+    snprintf(want, sizeof want, "VA 0 c%" PRIu64 " t30 Z\r\n\r\n", cas);
+    snprintf(want2, sizeof want2, "VA 0 c%" PRIu64 " t29 Z\r\n\r\n", cas);
+    mcf_feed_str(&f, "mg v1 N30 v c t\r\n");
+    s = mcf_take(&f);
+    CHECK(strcmp(s, want) == 0 || strcmp(s, want2) == 0);
+    free(s);
+    /* every mg says so, with or without N or R, quiet or not; get does not */
+    MCF_EXPECT(&f, "mg v1 R30 s\r\nmg v1 s k q O1\r\nmg v1 h\r\n",
+               "HD s0 Z\r\nHD s0 kv1 O1 Z\r\nHD h1 Z\r\n");
+    MCF_EXPECT(&f, "get v1\r\n", "VALUE v1 0 0\r\n\r\nEND\r\n");
+    /* a write ends it */
+    MCF_EXPECT(&f, "ms v1 3\r\nnew\r\nmg v1 N30 v\r\n", "HD\r\nVA 3\r\nnew\r\n");
+    /* after a delete the next N client wins again; N0: no expiry */
+    MCF_EXPECT(&f, "md v1\r\nmg v1 N0 s t k\r\nmg v1 N0 s\r\n", "HD\r\nHD s0 t-1 kv1 W\r\nHD s0 Z\r\n");
+    /* T given with N sets the TTL (whatever the order) */
+    MCF_EXPECT(&f, "mg v2 N30 T100 t\r\nmg v3 T100 N30 t\r\n", "HD t100 W\r\nHD t100 W\r\n");
+    /* a text set or append also ends it */
+    MCF_EXPECT(&f, "set v2 0 0 1\r\na\r\nmg v2 s\r\n", "STORED\r\nHD s1\r\n");
+    MCF_EXPECT(&f, "append v3 0 0 1\r\na\r\nmg v3 s\r\n", "STORED\r\nHD s1\r\n");
+    /* N with a TTL already past: nothing is created */
+    MCF_EXPECT(&f, "mg v4 N-1 s\r\nmg v4 s\r\n", "EN\r\nEN\r\n");
     MCF_EXPECT(&f, "mg v1 N\r\nmg v1 Nx\r\nmg v1 R\r\n",
                "CLIENT_ERROR bad token in command line format\r\n"
                "CLIENT_ERROR bad token in command line format\r\n"
                "CLIENT_ERROR bad token in command line format\r\n");
+    mcf_close(&f);
+}
+
+static void test_mg_recache(void)
+{
+    mcf f;
+    mcf_open(&f);
+    /* 10 s left, below 30: the first client wins, later ones are told */
+    MCF_EXPECT(&f, "ms r 1 T10\r\nx\r\nmg r R30 v\r\nmg r R30 v\r\nmg r v\r\n",
+               "HD\r\nVA 1 W\r\nx\r\nVA 1 Z\r\nx\r\nVA 1 Z\r\nx\r\n");
+    MCF_EXPECT(&f, "mg r R5 s\r\n", "HD s1 Z\r\n");
+    /* touch keeps the token out; a set hands it back */
+    MCF_EXPECT(&f, "touch r 8\r\nmg r R30 s\r\n", "TOUCHED\r\nHD s1 Z\r\n");
+    MCF_EXPECT(&f, "ms r 1 T10\r\ny\r\nmg r R30 s\r\n", "HD\r\nHD s1 W\r\n");
+    /* enough TTL left, or no TTL, or R0: no token */
+    MCF_EXPECT(&f, "ms long 1 T100\r\nx\r\nmg long R30 s\r\nmg long R0 s\r\n",
+               "HD\r\nHD s1\r\nHD s1\r\n");
+    MCF_EXPECT(&f, "ms never 1\r\nx\r\nmg never R30 s\r\n", "HD\r\nHD s1\r\n");
+    /* a text get does not take the token */
+    mcf_feed_str(&f, "ms g 1 T10\r\nx\r\nget g\r\ngets g\r\nmg g R30 s\r\n");
+    char *s = mcf_take(&f);
+    const char *head = "HD\r\nVALUE g 0 1\r\nx\r\nEND\r\nVALUE g 0 1 ";
+    CHECK(strncmp(s, head, strlen(head)) == 0);
+    CHECK(strstr(s, "\r\nx\r\nEND\r\nHD s1 W\r\n") != NULL);
+    free(s);
+    /* R judges the TTL before this request's T */
+    MCF_EXPECT(&f, "ms r2 1 T10\r\nx\r\nmg r2 T100 R30 t\r\n", "HD\r\nHD t100 W\r\n");
+    mcf_close(&f);
+}
+
+static void test_invalidate(void)
+{
+    mcf f;
+    mcf_open(&f);
+    mcf_feed_str(&f, "ms s 1 c T0\r\nx\r\n");
+    uint64_t c1 = reply_cas(&f);
+    /* md I keeps the item, stale, under a new CAS; T sets its TTL */
+    MCF_EXPECT(&f, "md s I T30 k O1\r\n", "HD ks O1\r\n");
+    mcf_feed_str(&f, "mg s v c t\r\n");
+    char *s = mcf_take(&f);
+    uint64_t c2 = 0;
+    int ttl = 0;
+    char tail[32] = "";
+    CHECK(sscanf(s, "VA 1 c%" SCNu64 " t%d %31[^\r]", &c2, &ttl, tail) == 3);
+    CHECK(c2 > c1);
+    CHECK(ttl == 30 || ttl == 29);
+    CHECK(strcmp(tail, "X W") == 0);                /* the first client wins */
+    CHECK(strcmp(s + strlen(s) - 5, "\r\nx\r\n") == 0);
+    free(s);
+    char cmd[200], want[200];
+    snprintf(want, sizeof want, "VA 1 c%" PRIu64 " Z X\r\nx\r\n", c2);
+    MCF_EXPECT(&f, "mg s v c\r\n", want);        /* later ones are told */
+    MCF_EXPECT(&f, "mg s q k\r\nget s\r\n", "HD ks Z X\r\nVALUE s 0 1\r\nx\r\nEND\r\n");
+    /* a writer holding the old CAS: EX, or with I stored but still stale */
+    snprintf(cmd, sizeof cmd, "ms s 1 C%" PRIu64 "\r\ny\r\n", c1);
+    MCF_EXPECT(&f, cmd, "EX\r\n");
+    snprintf(cmd, sizeof cmd, "ms s 1 C%" PRIu64 " I T0 F3\r\ny\r\nmg s v f\r\n", c1);
+    MCF_EXPECT(&f, cmd, "HD\r\nVA 1 f3 Z X\r\ny\r\n");
+    mcf_feed_str(&f, "mg s t\r\n");                 /* the old TTL stays, not T0 */
+    s = mcf_take(&f);
+    CHECK(strcmp(s, "HD t30 Z X\r\n") == 0 || strcmp(s, "HD t29 Z X\r\n") == 0);
+    free(s);
+    /* a newer CAS is EX even with I; ME ignores C; MA is not a stale store */
+    snprintf(cmd, sizeof cmd, "ms s 1 C%" PRIu64 " I\r\nz\r\n", c2 + 1000);
+    MCF_EXPECT(&f, cmd, "EX\r\n");
+    snprintf(cmd, sizeof cmd, "ms s 1 C%" PRIu64 " I ME\r\nz\r\nms s 1 C%" PRIu64 " I MA\r\nz\r\n",
+             c1, c1);
+    MCF_EXPECT(&f, cmd, "NS\r\nEX\r\n");
+    /* the winner's store with the current CAS: fresh again */
+    mcf_feed_str(&f, "mg s c\r\n");
+    uint64_t c3 = reply_cas(&f);
+    snprintf(cmd, sizeof cmd, "ms s 1 C%" PRIu64 " I\r\nz\r\nmg s v\r\n", c3);
+    MCF_EXPECT(&f, cmd, "HD\r\nVA 1\r\nz\r\n");
+    /* md I again hands the token out again; q hides its HD */
+    MCF_EXPECT(&f, "md s I q\r\nmg s s\r\nmd s I\r\nmg s s\r\nmg s s\r\n",
+               "HD s1 X W\r\nHD\r\nHD s1 X W\r\nHD s1 Z X\r\n");
+    /* ma keeps the state (memcached's in-place incr); a text set clears it */
+    MCF_EXPECT(&f, "ms n 2\r\n10\r\nmd n I\r\nma n v\r\nmg n s v\r\n",
+               "HD\r\nHD\r\nVA 2\r\n11\r\nVA 2 s2 X W\r\n11\r\n");
+    MCF_EXPECT(&f, "set n 0 0 1\r\n5\r\nmg n v\r\n", "STORED\r\nVA 1\r\n5\r\n");
+    /* md I with C, on a missing key; md T without I is a plain delete */
+    snprintf(cmd, sizeof cmd, "md s I C%" PRIu64 " k\r\n", c1);
+    MCF_EXPECT(&f, cmd, "EX ks\r\n");
+    MCF_EXPECT(&f, "md nope I\r\nmd nope I q O2\r\n", "NF\r\nNF O2\r\n");
+    MCF_EXPECT(&f, "md s T30\r\nmg s v\r\n", "HD\r\nEN\r\n");
     mcf_close(&f);
 }
 
@@ -143,9 +248,13 @@ static void test_ms_modes(void)
     MCF_EXPECT(&f, "mg c v c\r\n", want);
     MCF_EXPECT(&f, "ms nope 1 C5 k\r\nx\r\n", "NF knope\r\n");
     MCF_EXPECT(&f, "ms nope 2 MR c k O1\r\nhi\r\n", "NS c0 knope O1\r\n");
-    /* I is accepted (and ignored), as are the flags memcached knows but ms
-     * does not use */
+    /* I without C is a plain set; flags memcached knows but ms does not use
+     * are accepted */
     MCF_EXPECT(&f, "ms c 1 I\r\n3\r\n", "HD\r\n");
+    /* as memcached: ME ignores C; MA and MP on an absent key are NS even with C */
+    MCF_EXPECT(&f, "ms e 1 C99 ME\r\n1\r\nms e 1 C99 ME\r\n1\r\nmg e v\r\n", "HD\r\nNS\r\nVA 1\r\n1\r\n");
+    MCF_EXPECT(&f, "ms nx 1 C99 MA\r\n1\r\nms nx 1 C99 MP\r\n1\r\nms nx 1 C99 MR\r\n1\r\n",
+               "NS\r\nNS\r\nNF\r\n");
     MCF_EXPECT(&f, "ms c 1 s v t f h l u N30 R5 D1 J1\r\n4\r\nmg c v\r\n", "HD\r\nVA 1\r\n4\r\n");
     MCF_EXPECT(&f, "ms c 1 Dx\r\n5\r\nms c 1 Nx\r\n5\r\n",
                "CLIENT_ERROR bad token in command line format\r\n"
@@ -210,8 +319,8 @@ static void test_md(void)
     MCF_EXPECT(&f, cmd, "EX kd\r\n");
     snprintf(cmd, sizeof cmd, "md d C%" PRIu64 " k O1\r\n", cas);
     MCF_EXPECT(&f, cmd, "HD kd O1\r\n");
-    /* I (mark stale) deletes: the next reader misses and recaches */
-    MCF_EXPECT(&f, "ms d 1\r\nx\r\nmd d I T30\r\nmg d v\r\n", "HD\r\nHD\r\nEN\r\n");
+    /* I marks stale instead (test_invalidate) */
+    MCF_EXPECT(&f, "ms d 1\r\nx\r\nmd d I T30\r\nmg d v\r\n", "HD\r\nHD\r\nVA 1 X W\r\nx\r\n");
     MCF_EXPECT(&f, "md d C\r\nmd d Cabc\r\nmd d x\r\nmd d E5\r\nmd d k k\r\n",
                "CLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\n"
                "CLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\n"
@@ -330,6 +439,8 @@ int main(void)
     RUN(test_mg_flags);
     RUN(test_mg_quiet);
     RUN(test_mg_vivify);
+    RUN(test_mg_recache);
+    RUN(test_invalidate);
     RUN(test_mg_errors);
     RUN(test_ms_modes);
     RUN(test_ms_errors);

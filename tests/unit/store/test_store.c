@@ -1,7 +1,9 @@
 /* test_store.c - the store engine through its public API (store.h): every
  * operation and error code, expiry and flush, storage vs LRU semantics,
- * value-size limits, statistics, and the value-region adversary acting
- * through --arena-file (bit flips, values moved between keys, rollback). */
+ * value-size limits, statistics, the anti-stampede state (vivify, recache
+ * tokens, invalidation; one winner among racing threads), and the
+ * value-region adversary acting through --arena-file (bit flips, values
+ * moved between keys, rollback). */
 #include "../harness.h"
 #include "../../../src/common/err.h"
 #include "../../../src/store/store.h"
@@ -700,6 +702,297 @@ static void test_byte_stats(void)
     drop_store(s, t);
 }
 
+/* ---- anti-stampede state: vivify, recache, invalidate (meta N, R, I) ----------- */
+
+static const store_get_opts RECACHE = { .want_value = 1, .recache = 1 };
+
+/* A read with opts into S. */
+static int oget(store_thread *t, const char *key, const store_get_opts *o, store_meta *m)
+{
+    S.len = 0;
+    return store_get(t, K(key), strlen(key), o, sink_fn, &S, m);
+}
+
+static int invalidate(store_thread *t, const char *key, uint64_t cas, uint64_t *cas_out)
+{
+    return store_invalidate(t, K(key), strlen(key), cas, 0, 0, cas_out);
+}
+
+static void test_vivify(void)
+{
+    store_thread *t;
+    store *s = make_store(8 * MiB, 0, NULL, 0, &t);
+    store_meta m;
+    int64_t exp = store_now() + 30;
+    store_get_opts viv = { .want_value = 1, .recache = 1, .vivify = 1, .vivify_exptime = exp };
+
+    store_stats st0 = stats_of(s);
+    CHECK_EQ(oget(t, "v", &viv, &m), CL_OK);
+    CHECK(m.won && !m.token_sent && !m.stale && !m.fetched);
+    CHECK_EQ(m.len, 0);
+    CHECK_EQ(m.flags, 0);
+    CHECK_EQ(m.exptime, exp);
+    uint64_t cas = m.cas;
+    store_stats st = stats_of(s);
+    CHECK_EQ(st.cmd_get - st0.cmd_get, 1);
+    CHECK_EQ(st.get_misses - st0.get_misses, 1); /* the key was absent */
+    CHECK_EQ(st.get_hits, st0.get_hits);
+    CHECK_EQ(st.cmd_set, st0.cmd_set);
+    CHECK_EQ(st.curr_items, 1);
+
+    /* every later reader learns the token is out; nobody wins again */
+    CHECK_EQ(oget(t, "v", &viv, &m), CL_OK);
+    CHECK(!m.won && m.token_sent && !m.stale && m.fetched);
+    CHECK_EQ(m.cas, cas); /* the same item, not created again */
+    CHECK_EQ(oget(t, "v", &RECACHE, &m), CL_OK);
+    CHECK(!m.won && m.token_sent);
+    CHECK_EQ(get(t, "v", &m), CL_OK); /* a plain read sees the state, takes nothing */
+    CHECK(!m.won && m.token_sent);
+    CHECK_EQ(stats_of(s).get_hits - st0.get_hits, 3);
+
+    /* a write ends it: a vivifying read then just reads */
+    OK(set(t, "v", "real", 0, 0));
+    CHECK_EQ(oget(t, "v", &viv, &m), CL_OK);
+    CHECK(!m.won && !m.token_sent && !m.stale);
+    CHECK(S.len == 4 && memcmp(S.buf, "real", 4) == 0);
+    /* a delete too: the next vivifying reader wins a new empty item */
+    CHECK_EQ(store_delete(t, K("v"), 1, 0), CL_OK);
+    CHECK_EQ(oget(t, "v", &viv, &m), CL_OK);
+    CHECK(m.won && m.len == 0);
+
+    /* a touch in the same read wins over the vivify TTL */
+    store_get_opts vt = viv;
+    vt.touch = 1;
+    vt.exptime = exp + 70;
+    CHECK_EQ(oget(t, "vt", &vt, &m), CL_OK);
+    CHECK(m.won);
+    CHECK_EQ(m.exptime, exp + 70);
+    CHECK_EQ(get(t, "vt", &m), CL_OK);
+    CHECK_EQ(m.exptime, exp + 70);
+
+    /* an item born expired is a miss, and nothing is left behind */
+    store_get_opts past = viv;
+    past.vivify_exptime = -1;
+    CHECK_EQ(oget(t, "gone", &past, &m), CL_ENOTFOUND);
+    CHECK_EQ(get(t, "gone", NULL), CL_ENOTFOUND);
+    drop_store(s, t);
+
+    /* no room for the new item: the read fails, nothing is created */
+    s = make_store(4 * MiB, 64 * 1024, NULL, 0, &t);
+    char key[32], val[1001];
+    unsigned n = 0;
+    for (;; n++) {
+        snprintf(key, sizeof key, "full:%u", n);
+        fill_value(val, 1000, n);
+        if (set(t, key, val, 0, 0) != CL_OK)
+            break;
+    }
+    CHECK_EQ(oget(t, "new", &viv, &m), CL_EFULL);
+    CHECK_EQ(stats_of(s).curr_items, n);
+    CHECK_EQ(oget(t, "full:0", &viv, &m), CL_OK); /* present keys still read */
+    CHECK(!m.won && m.len == 1000);
+    drop_store(s, t);
+}
+
+static void test_recache_ttl(void)
+{
+    store_thread *t;
+    store *s = make_store(8 * MiB, 0, NULL, 0, &t);
+    store_meta m;
+    int64_t now = store_now();
+    store_get_opts r30 = { .want_value = 1, .recache = 1, .recache_before = now + 30 };
+
+    /* 10 s left < 30: the first reader wins, the others are told */
+    OK(set(t, "r", "x", 0, now + 10));
+    CHECK_EQ(oget(t, "r", &r30, &m), CL_OK);
+    CHECK(m.won && !m.token_sent && !m.stale);
+    CHECK_EQ(oget(t, "r", &r30, &m), CL_OK);
+    CHECK(!m.won && m.token_sent);
+    CHECK_EQ(oget(t, "r", &RECACHE, &m), CL_OK);
+    CHECK(!m.won && m.token_sent);
+    /* a touch leaves the token out; a write hands it back */
+    OK(store_touch(t, K("r"), 1, now + 5));
+    CHECK_EQ(oget(t, "r", &r30, &m), CL_OK);
+    CHECK(!m.won && m.token_sent);
+    OK(set(t, "r", "y", 0, now + 10));
+    CHECK_EQ(oget(t, "r", &r30, &m), CL_OK);
+    CHECK(m.won && !m.token_sent);
+
+    /* enough TTL left, or none at all: no token */
+    OK(set(t, "long", "x", 0, now + 100));
+    CHECK_EQ(oget(t, "long", &r30, &m), CL_OK);
+    CHECK(!m.won && !m.token_sent);
+    OK(set(t, "never", "x", 0, 0));
+    CHECK_EQ(oget(t, "never", &r30, &m), CL_OK);
+    CHECK(!m.won && !m.token_sent);
+
+    /* a read that does not ask, or fails, takes nothing */
+    OK(set(t, "r2", "x", 0, now + 10));
+    store_get_opts ask_not = r30;
+    ask_not.recache = 0;
+    CHECK_EQ(oget(t, "r2", &ask_not, &m), CL_OK);
+    CHECK(!m.won && !m.token_sent);
+    S.refuse = 1;
+    CHECK_EQ(oget(t, "r2", &r30, &m), CL_ENOMEM);
+    S.refuse = 0;
+    CHECK_EQ(oget(t, "r2", &r30, &m), CL_OK);
+    CHECK(m.won);
+
+    /* R judges the TTL the item had before this read's touch */
+    OK(set(t, "r3", "x", 0, now + 10));
+    store_get_opts rt = r30;
+    rt.touch = 1;
+    rt.exptime = now + 100;
+    CHECK_EQ(oget(t, "r3", &rt, &m), CL_OK);
+    CHECK(m.won);
+    CHECK_EQ(m.exptime, now + 100);
+    drop_store(s, t);
+}
+
+static void test_invalidate(void)
+{
+    store_thread *t;
+    store *s = make_store(8 * MiB, 0, NULL, 0, &t);
+    store_meta m;
+    int64_t now = store_now();
+    uint64_t c1, c2, c3, c4;
+
+    OK(put(t, STORE_SET, "i", "value", 0, &c1));
+    store_stats st0 = stats_of(s);
+    CHECK_EQ(invalidate(t, "nope", 0, NULL), CL_ENOTFOUND);
+    CHECK_EQ(invalidate(t, "i", c1 + 1, NULL), CL_EEXISTS);
+    CHECK_EQ(store_invalidate(t, K(""), 0, 0, 0, 0, NULL), CL_EBADKEY);
+    OK(invalidate(t, "i", c1, &c2));
+    CHECK(c2 > c1);
+    CHECK_EQ(stats_of(s).delete_misses - st0.delete_misses, 1);
+    CHECK_EQ(stats_of(s).delete_hits, st0.delete_hits);
+
+    /* still served (same value and TTL), stale, under the new CAS */
+    CHECK(holds(t, "i", "value"));
+    CHECK_EQ(get(t, "i", &m), CL_OK);
+    CHECK(m.stale && !m.token_sent && !m.won);
+    CHECK_EQ(m.cas, c2);
+    CHECK_EQ(m.exptime, 0);
+    /* the first recache reader wins, later ones are told */
+    CHECK_EQ(oget(t, "i", &RECACHE, &m), CL_OK);
+    CHECK(m.won && m.stale && !m.token_sent);
+    CHECK(S.len == 5 && memcmp(S.buf, "value", 5) == 0);
+    CHECK_EQ(oget(t, "i", &RECACHE, &m), CL_OK);
+    CHECK(!m.won && m.stale && m.token_sent);
+
+    /* invalidating again takes the token back; touch sets the TTL */
+    OK(store_invalidate(t, K("i"), 1, 0, 1, now + 30, &c3));
+    CHECK(c3 > c2);
+    CHECK_EQ(get(t, "i", &m), CL_OK);
+    CHECK(m.stale && !m.token_sent);
+    CHECK_EQ(m.exptime, now + 30);
+    CHECK_EQ(oget(t, "i", &RECACHE, &m), CL_OK);
+    CHECK(m.won);
+
+    /* a writer holding an older CAS: refused, unless stale_if_older, which
+     * stores the value stale, keeping the TTL and the token */
+    store_write w = { .mode = STORE_SET, .flags = 7, .exptime = 0, .cas = c1 };
+    CHECK_EQ(store_set(t, K("i"), 1, K("older"), 5, &w, NULL), CL_EEXISTS);
+    w.stale_if_older = 1;
+    OK(store_set(t, K("i"), 1, K("older"), 5, &w, &c4));
+    CHECK(c4 > c3);
+    CHECK(holds(t, "i", "older"));
+    CHECK_EQ(get(t, "i", &m), CL_OK);
+    CHECK(m.stale && m.token_sent);
+    CHECK_EQ(m.exptime, now + 30);
+    CHECK_EQ(m.flags, 7);
+    CHECK_EQ(m.cas, c4);
+    /* a newer CAS is refused; add, append and prepend never store stale */
+    w.cas = c4 + 1000;
+    CHECK_EQ(store_set(t, K("i"), 1, K("newer"), 5, &w, NULL), CL_EEXISTS);
+    w.cas = c1;
+    w.mode = STORE_APPEND;
+    CHECK_EQ(store_set(t, K("i"), 1, K("+"), 1, &w, NULL), CL_EEXISTS);
+    w.mode = STORE_PREPEND;
+    CHECK_EQ(store_set(t, K("i"), 1, K("+"), 1, &w, NULL), CL_EEXISTS);
+    w.mode = STORE_ADD;
+    CHECK_EQ(store_set(t, K("i"), 1, K("+"), 1, &w, NULL), CL_EEXISTS);
+    w.mode = STORE_REPLACE;
+    OK(store_set(t, K("i"), 1, K("repl"), 4, &w, &c4));
+    CHECK_EQ(get(t, "i", &m), CL_OK);
+    CHECK(m.stale && m.token_sent);
+    CHECK_EQ(stats_of(s).cas_hits - st0.cas_hits, 2);
+    /* the current CAS is a plain compare-and-set: fresh again */
+    w.mode = STORE_SET;
+    w.cas = c4;
+    w.exptime = now + 60;
+    OK(store_set(t, K("i"), 1, K("fresh"), 5, &w, NULL));
+    CHECK_EQ(get(t, "i", &m), CL_OK);
+    CHECK(!m.stale && !m.token_sent);
+    CHECK_EQ(m.exptime, now + 60);
+
+    /* touch and incr keep the state, as memcached; append clears it */
+    OK(set(t, "n", "10", 3, 0));
+    OK(invalidate(t, "n", 0, NULL));
+    CHECK_EQ(oget(t, "n", &RECACHE, &m), CL_OK);
+    CHECK(m.won);
+    OK(store_touch(t, K("n"), 1, now + 90));
+    uint64_t v;
+    CHECK_EQ(arith(t, "n", 1, 1, &v), CL_OK);
+    CHECK_EQ(v, 11);
+    CHECK_EQ(get(t, "n", &m), CL_OK);
+    CHECK(m.stale && m.token_sent);
+    CHECK_EQ(m.exptime, now + 90);
+    CHECK_EQ(m.flags, 3);
+    OK(put(t, STORE_APPEND, "n", "0", 0, NULL));
+    CHECK_EQ(get(t, "n", &m), CL_OK);
+    CHECK(!m.stale && !m.token_sent);
+    CHECK(holds(t, "n", "110"));
+
+    /* an empty value can be invalidated too */
+    OK(set(t, "e", "", 0, 0));
+    OK(invalidate(t, "e", 0, NULL));
+    CHECK_EQ(oget(t, "e", &RECACHE, &m), CL_OK);
+    CHECK(m.won && m.stale && m.len == 0);
+
+    /* flush_all covers items invalidated before it */
+    OK(invalidate(t, "i", 0, NULL));
+    store_flush(s, 0);
+    CHECK_EQ(get(t, "i", NULL), CL_ENOTFOUND);
+    CHECK_EQ(invalidate(t, "n", 0, NULL), CL_ENOTFOUND);
+    CHECK_EQ(stats_of(s).integrity_failures, 0);
+    drop_store(s, t);
+}
+
+static void test_arith_touch(void)
+{
+    store_thread *t;
+    store *s = make_store(8 * MiB, 0, NULL, 0, &t);
+    store_meta m;
+    uint64_t v;
+    int64_t now = store_now();
+    OK(set(t, "a", "1", 0, now + 10));
+    store_stats st0 = stats_of(s);
+    store_arith_op op = { .incr = 1, .delta = 1, .touch = 1, .touch_exptime = now + 50 };
+    OK(store_arith(t, K("a"), 1, &op, &v, &m));
+    CHECK_EQ(v, 2);
+    CHECK_EQ(m.exptime, now + 50); /* the metadata returned is the item's */
+    CHECK_EQ(get(t, "a", &m), CL_OK);
+    CHECK_EQ(m.exptime, now + 50);
+    CHECK_EQ(stats_of(s).cmd_touch, st0.cmd_touch); /* one arithmetic operation */
+    /* a vivified item takes the touch TTL too */
+    op.vivify = 1;
+    op.initial = 5;
+    op.exptime = now + 10;
+    OK(store_arith(t, K("b"), 1, &op, &v, &m));
+    CHECK_EQ(v, 5);
+    CHECK_EQ(m.exptime, now + 50);
+    /* a failed operation touches nothing */
+    OK(set(t, "c", "x", 0, now + 10));
+    CHECK_EQ(store_arith(t, K("c"), 1, &op, &v, NULL), CL_ENONNUMERIC);
+    CHECK_EQ(get(t, "c", &m), CL_OK);
+    CHECK_EQ(m.exptime, now + 10);
+    op.vivify = 0;
+    CHECK_EQ(store_arith(t, K("d"), 1, &op, &v, NULL), CL_ENOTFOUND);
+    CHECK_EQ(get(t, "d", NULL), CL_ENOTFOUND);
+    drop_store(s, t);
+}
+
 /* ---- the adversary at the arena file -------------------------------------------- */
 
 struct file {
@@ -890,6 +1183,49 @@ static void test_tamper_rollback(void)
     CHECK_EQ(store_delete(t, K("acct"), 4, 0), CL_OK);
     OK(set(t, "acct", v2, 0, 0));
     CHECK(holds(t, "acct", v2));
+    drop_store(s, t);
+    unlink(path);
+}
+
+/* Invalidation re-seals a value in place under its new CAS id: the old
+ * ciphertext put back is a rollback, and a value that fails to open is
+ * left exactly as it was. */
+static void test_tamper_invalidate(void)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/arena-invalidate", tmpdir);
+    store_thread *t;
+    store *s = make_store(4 * MiB, 64 * 1024, path, 0, &t);
+    struct file f = { path, 4 * MiB };
+    char v[257], w[257];
+    fill_value(v, 256, 4);
+    fill_value(w, 256, 5);
+    size_t at = write_and_locate(t, &f, "inv", v);
+    uint8_t *before = snapshot(&f);
+    OK(invalidate(t, "inv", 0, NULL));
+    uint8_t *after = snapshot(&f);
+    CHECK(memcmp(before + at, after + at, 256) != 0); /* a new ciphertext in the same chunk */
+    CHECK(memmem(after, f.size, v, 32) == NULL);
+    free(after);
+    CHECK(holds(t, "inv", v));
+    file_write(&f, at, before + at, 256); /* the pre-invalidation ciphertext back */
+    free(before);
+    CHECK_EQ(get(t, "inv", NULL), CL_EINTEGRITY);
+    CHECK_EQ(stats_of(s).integrity_failures, 1);
+
+    size_t bt = write_and_locate(t, &f, "bad", w);
+    uint8_t *snap = snapshot(&f);
+    uint8_t byte = snap[bt + 10] ^ 0x01;
+    free(snap);
+    file_write(&f, bt + 10, &byte, 1);
+    store_meta m0, m1;
+    store_get_opts meta_only = { 0 };
+    OK(store_get(t, K("bad"), 3, &meta_only, NULL, NULL, &m0));
+    CHECK_EQ(invalidate(t, "bad", 0, NULL), CL_EINTEGRITY);
+    OK(store_get(t, K("bad"), 3, &meta_only, NULL, NULL, &m1));
+    CHECK_EQ(m1.cas, m0.cas);
+    CHECK(!m1.stale);
+    CHECK_EQ(stats_of(s).integrity_failures, 2);
     drop_store(s, t);
     unlink(path);
 }
@@ -1095,6 +1431,80 @@ static void test_threads_evicting(void)
     drop_store(s, t);
 }
 
+/* Readers racing for one token: exactly one wins per key, whether the key
+ * is vivified by the race or was invalidated before it. */
+#define RACE_KEYS 3000
+#define RACE_THREADS 4
+
+struct race_arg {
+    store_thread *t;
+    const char *prefix;
+    int vivify;
+    uint8_t won[RACE_KEYS];
+    unsigned errors;
+};
+
+static void *race_worker(void *p)
+{
+    struct race_arg *a = p;
+    store_get_opts o = { .recache = 1, .vivify = a->vivify };
+    char key[32];
+    for (unsigned i = 0; i < RACE_KEYS; i++) {
+        snprintf(key, sizeof key, "%s:%u", a->prefix, i);
+        store_meta m;
+        int rc = store_get(a->t, K(key), strlen(key), &o, NULL, NULL, &m);
+        if (rc != CL_OK)
+            a->errors++;
+        else
+            a->won[i] = (uint8_t)m.won;
+    }
+    return NULL;
+}
+
+static void race(store *s, const char *prefix, int vivify)
+{
+    static struct race_arg args[RACE_THREADS];
+    pthread_t th[RACE_THREADS];
+    for (unsigned i = 0; i < RACE_THREADS; i++) {
+        memset(&args[i], 0, sizeof args[i]);
+        args[i].prefix = prefix;
+        args[i].vivify = vivify;
+        OK(store_thread_create(s, &args[i].t));
+        pthread_create(&th[i], NULL, race_worker, &args[i]);
+    }
+    for (unsigned i = 0; i < RACE_THREADS; i++)
+        pthread_join(th[i], NULL);
+    unsigned unique = 0, errors = 0;
+    for (unsigned k = 0; k < RACE_KEYS; k++) {
+        unsigned winners = 0;
+        for (unsigned i = 0; i < RACE_THREADS; i++)
+            winners += args[i].won[k];
+        unique += winners == 1;
+    }
+    for (unsigned i = 0; i < RACE_THREADS; i++) {
+        errors += args[i].errors;
+        store_thread_destroy(args[i].t);
+    }
+    CHECK_EQ(errors, 0);
+    CHECK_EQ(unique, RACE_KEYS);
+}
+
+static void test_threads_recache(void)
+{
+    store_thread *t;
+    store *s = make_store(32 * MiB, 0, NULL, 0, &t);
+    race(s, "viv", 1);
+    CHECK_EQ(stats_of(s).curr_items, RACE_KEYS);
+    char key[32];
+    for (unsigned i = 0; i < RACE_KEYS; i++) {
+        snprintf(key, sizeof key, "stale:%u", i);
+        OK(set(t, key, "v", 0, 0));
+        OK(invalidate(t, key, 0, NULL));
+    }
+    race(s, "stale", 0);
+    drop_store(s, t);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/cl-store-XXXXXX");
@@ -1115,11 +1525,17 @@ int main(void)
     RUN(test_index_full);
     RUN(test_too_big);
     RUN(test_byte_stats);
+    RUN(test_vivify);
+    RUN(test_recache_ttl);
+    RUN(test_invalidate);
+    RUN(test_arith_touch);
     RUN(test_tamper_flip);
     RUN(test_tamper_move);
     RUN(test_tamper_rollback);
+    RUN(test_tamper_invalidate);
     RUN(test_threads);
     RUN(test_threads_evicting);
+    RUN(test_threads_recache);
 
     free(S.buf);
     rmdir(tmpdir);
