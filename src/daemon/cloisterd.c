@@ -1,1 +1,209 @@
-int main(void){return 0;}
+/*
+ * cloisterd.c - the node daemon's main(): settings, then store, front door
+ * and event loop, then wait for a stop signal.
+ *
+ * Threads: main parses the settings, builds everything, starts the
+ * network workers (net/server.c: N threads, each with its own epoll and
+ * its own connections) and then only waits on a signalfd.  SIGTERM and
+ * SIGINT are blocked in every thread (the mask is set before any thread
+ * starts and inherited), so they are read from the signalfd by main and
+ * nowhere else.  SIGPIPE is ignored.
+ *
+ * Shutdown order is the reverse of startup: stop the workers (they close
+ * every connection and drop their store threads), then destroy the store
+ * (which zeroes its keys and unmaps the arena).  Files the user named
+ * (arena file, ready file, certificates) are left in place.
+ *
+ * Exit status: 0 after a clean stop, 1 when startup fails, 2 for bad usage.
+ */
+#include "config.h"
+
+#include "../common/err.h"
+#include "../common/log.h"
+#include "../frontdoor/mc.h"
+#include "../net/addr.h"
+#include "../net/server.h"
+#include "../net/tls.h"
+#include "../store/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char MOD[] = "daemon";
+
+/* mc_context.conn_stats: the event loop's connection counters. */
+static void conn_stats(void *arg, uint64_t *curr, uint64_t *total)
+{
+    net_server *const *srv = arg;
+    net_stats st;
+    net_server_get_stats(*srv, &st);
+    *curr = st.curr_connections;
+    *total = st.total_connections;
+}
+
+/* Writes the ready file atomically: a temporary file in the same
+ * directory, then rename(2), so a reader sees nothing or all of it. */
+static int write_ready_file(const char *path, const char *addr, int tls)
+{
+    size_t n = strlen(path) + 32;
+    char *tmp = malloc(n);
+    if (!tmp)
+        return -1;
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    int ok = f != NULL;
+    if (ok) {
+        ok = fprintf(f, "{\"pid\": %ld, \"memcached\": \"%s\", \"tls\": %s}\n", (long)getpid(),
+                     addr, tls ? "true" : "false") > 0;
+        ok = (fclose(f) == 0) && ok;
+        ok = ok && rename(tmp, path) == 0;
+        if (!ok)
+            unlink(tmp);
+    }
+    if (!ok)
+        fprintf(stderr, "cloisterd: cannot write the ready file '%s': %s\n", path, strerror(errno));
+    free(tmp);
+    return ok ? 0 : -1;
+}
+
+/* Blocks until SIGTERM or SIGINT; returns its number. */
+static int wait_for_stop(int sfd)
+{
+    for (;;) {
+        struct signalfd_siginfo si;
+        ssize_t r = read(sfd, &si, sizeof si);
+        if (r == (ssize_t)sizeof si)
+            return (int)si.ssi_signo;
+        if (r < 0 && errno != EINTR) {
+            cl_log_error(MOD, "signalfd: %s; stopping", strerror(errno));
+            return SIGTERM;
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    daemon_config cfg;
+    char err[1024];
+    int status = 1;
+    SSL_CTX *ssl_ctx = NULL;
+    store *st = NULL;
+    net_server *srv = NULL;
+    int sfd = -1;
+
+    daemon_config_init(&cfg);
+    switch (daemon_config_parse(&cfg, argc, argv, stdout, err, sizeof err)) {
+    case CONFIG_EXIT:
+        daemon_config_fini(&cfg);
+        return 0;
+    case CONFIG_USAGE:
+        fprintf(stderr, "cloisterd: %s\nTry 'cloisterd --help' for the list of options.\n", err);
+        daemon_config_fini(&cfg);
+        return 2;
+    default:
+        break;
+    }
+    cl_log_set_level(cfg.log_level);
+
+    /* Before any thread exists, so that every thread inherits the mask. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    if (pthread_sigmask(SIG_BLOCK, &stop_signals, NULL) != 0 ||
+        (sfd = signalfd(-1, &stop_signals, SFD_CLOEXEC)) < 0) {
+        fprintf(stderr, "cloisterd: cannot set up signal handling: %s\n", strerror(errno));
+        goto out;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    int tls = cfg.tls_cert != NULL;
+    if (tls) {
+        net_tls_config tc = { .cert_file = cfg.tls_cert, .key_file = cfg.tls_key,
+                              .ca_file = cfg.tls_ca };
+        if (net_tls_server_ctx_create(&tc, &ssl_ctx, err, sizeof err) != CL_OK) {
+            fprintf(stderr, "cloisterd: TLS setup failed: %s\n", err);
+            goto out;
+        }
+    }
+
+    store_config sc = {
+        .memory_bytes = cfg.memory_mb << 20,
+        .max_value = cfg.max_value,
+        .arena_file = cfg.arena_file,
+        .evict_lru = cfg.evict_lru,
+    };
+    int rc = store_create(&sc, &st);
+    if (rc != CL_OK) {
+        if (rc == CL_EIO)
+            fprintf(stderr, "cloisterd: cannot create the arena file '%s': %s\n",
+                    cfg.arena_file ? cfg.arena_file : "(anonymous)", strerror(errno));
+        else if (rc == CL_EINVAL)
+            fprintf(stderr, "cloisterd: the store refuses --memory %zu with --max-value %zu "
+                            "(the arena needs room for at least one page of the largest value): "
+                            "raise --memory or lower --max-value\n", cfg.memory_mb, cfg.max_value);
+        else
+            fprintf(stderr, "cloisterd: cannot create the store: %s\n", cl_strerror(rc));
+        goto out;
+    }
+
+    char bound[NET_ADDR_STRLEN] = "";
+    mc_context mc = {
+        .store = st,
+        .started = (int64_t)time(NULL),
+        .threads = cfg.threads,
+        .tls = tls,
+        .conn_stats = conn_stats,
+        .conn_stats_arg = &srv,
+        .listen = bound,
+        .arena_file = cfg.arena_file,
+        .evict_lru = cfg.evict_lru,
+    };
+    net_proto proto = mc_net_proto;
+    proto.max_pending = mc_max_pending(&mc);
+
+    net_listener_config lc = { .addr = cfg.listen, .proto = &proto, .proto_arg = &mc,
+                               .ssl_ctx = ssl_ctx };
+    net_server_config nc = { .listeners = &lc, .n_listeners = 1, .threads = cfg.threads };
+    if (net_server_create(&nc, &srv) != CL_OK) {
+        fprintf(stderr, "cloisterd: cannot listen on %s (see the log line above); "
+                        "choose another --listen address or stop what uses it\n", cfg.listen);
+        goto out;
+    }
+    net_server_listener_name(srv, 0, bound, sizeof bound);
+    if (net_server_start(srv) != CL_OK) {
+        fprintf(stderr, "cloisterd: cannot start the worker threads\n");
+        goto out;
+    }
+
+    cl_log_info(MOD, "cloisterd %s serving memcached on %s, TLS %s, memory %zu MB, "
+                     "max value %zu bytes, arena %s, %d threads, eviction %s",
+                CLOISTER_VERSION, bound,
+                !tls ? "off (plaintext)" : cfg.tls_ca ? "1.3 with client certificates" : "1.3",
+                cfg.memory_mb, cfg.max_value, cfg.arena_file ? cfg.arena_file : "in anonymous memory",
+                cfg.threads, cfg.evict_lru ? "lru" : "none");
+    if (cfg.ready_file && write_ready_file(cfg.ready_file, bound, tls) != 0)
+        goto out;
+
+    int sig = wait_for_stop(sfd);
+    cl_log_info(MOD, "received %s; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    status = 0;
+
+out:
+    net_server_destroy(srv); /* stops the workers first: no store thread outlives this */
+    store_destroy(st);
+    SSL_CTX_free(ssl_ctx);
+    if (sfd >= 0)
+        close(sfd);
+    if (status == 0)
+        cl_log_info(MOD, "stopped");
+    daemon_config_fini(&cfg);
+    return status;
+}
