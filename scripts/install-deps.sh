@@ -7,7 +7,7 @@ set -euo pipefail
 build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libxxhash-dev)
 test_pkgs=(python3 python3-pymemcache memcached libmemcached-tools
            clang-14 libclang-rt-14-dev procps)
-bench_pkgs=(memcached gnuplot-nox)
+bench_pkgs=(memcached gnuplot-nox iproute2)
 
 case "${1:-all}" in
   build) want=("${build_pkgs[@]}") ;;
