@@ -143,8 +143,9 @@ int main(int argc, char **argv)
     int rc = store_create(&sc, &st);
     if (rc != CL_OK) {
         if (rc == CL_EIO)
-            fprintf(stderr, "cloisterd: cannot create the arena file '%s': %s\n",
-                    cfg.arena_file ? cfg.arena_file : "(anonymous)", strerror(errno));
+            fprintf(stderr, "cloisterd: cannot set up the arena%s%s%s (see the log line above)\n",
+                    cfg.arena_file ? " file '" : "", cfg.arena_file ? cfg.arena_file : "",
+                    cfg.arena_file ? "'" : "");
         else if (rc == CL_EINVAL)
             fprintf(stderr, "cloisterd: the store refuses --memory %zu with --max-value %zu "
                             "(the arena needs room for at least one page of the largest value): "
