@@ -4,7 +4,9 @@
 #   scripts/install-deps.sh [build|test|bench|all]     (default: all)
 set -euo pipefail
 
-build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libxxhash-dev)
+build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libxxhash-dev
+            libjansson-dev libseccomp-dev libhttp-parser-dev
+            wabt clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)
 test_pkgs=(python3 python3-pymemcache memcached libmemcached-tools
            clang-14 libclang-rt-14-dev procps)
 bench_pkgs=(memcached gnuplot-nox iproute2)
