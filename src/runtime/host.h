@@ -1,0 +1,35 @@
+/*
+ * host.h - the functions a module may import: the table every other
+ * part of the runtime consults.
+ *
+ * host.c defines the imports (module "cloister": function.h; module
+ * "wasi_snapshot_preview1": the WASI subset) as the C functions wasm2c's
+ * output calls (Z_cloisterZ_kv_get, Z_wasi_snapshot_preview1Z_fd_write,
+ * ...), and lists each one in rt_imports[].  module.c validates a
+ * module's import section against this table (name and signature), so a
+ * module importing anything else is refused at deploy with a clear
+ * message; and because the table references every host function, the
+ * linker keeps them all in cloisterd for dlopen()ed modules to bind to.
+ *
+ * Signatures use wasm value types: 'i' i32, 'I' i64, 'f' f32, 'F' f64;
+ * "params:results", e.g. "iiiii:I" for kv_get.
+ */
+#ifndef CLOISTER_RUNTIME_HOST_H
+#define CLOISTER_RUNTIME_HOST_H
+
+#include <stddef.h>
+
+typedef struct rt_import {
+    const char *module;     /* "cloister" or "wasi_snapshot_preview1" */
+    const char *name;       /* "kv_get", "fd_write", ... */
+    const char *signature;  /* "iiiii:I" */
+    void (*fn)(void);       /* the host function (cast) */
+} rt_import;
+
+extern const rt_import rt_imports[];
+extern const size_t rt_nimports;
+
+/* The entry for (module, name), or NULL if the ABI does not offer it. */
+const rt_import *rt_import_find(const char *module, size_t mlen, const char *name, size_t nlen);
+
+#endif
