@@ -3,6 +3,10 @@
  * keys, base64 keys) and the mapping from store error codes to the reply
  * lines clients see.
  *
+ * Keys: text keys never contain control bytes; a base64 key may be any
+ * bytes except a first byte RT_RESERVED_KEY_BYTE (0x01), which marks the
+ * function runtime's namespaces (runtime.h).
+ *
  * Numbers are strict: the whole token must be decimal digits (an optional
  * leading '-' for signed fields), and overflow is an error, never a wrap.
  * Callers pass tokens straight from the network; nothing here trusts a
@@ -14,6 +18,7 @@
 #include <string.h>
 
 #include "../common/err.h"
+#include "../runtime/runtime.h"   /* RT_RESERVED_KEY_BYTE */
 
 int mc_tok_eq(const mc_token *t, const char *s)
 {
@@ -97,6 +102,10 @@ int mc_b64_decode_key(const uint8_t *p, size_t n, uint8_t *out)
         return -1;
     m -= (int)pad;
     if (m == 0 || m > STORE_KEY_MAX)
+        return -1;
+    /* Keys starting with this byte belong to the function runtime's
+     * tenant namespaces: no memcached client may name them. */
+    if (out[0] == RT_RESERVED_KEY_BYTE)
         return -1;
     return m;
 }

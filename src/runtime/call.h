@@ -26,10 +26,11 @@
 #include "../store/store.h"
 
 typedef struct rt_locks rt_locks;    /* locks.c */
-typedef struct rt_fnlog rt_fnlog;    /* the function's log ring (registry.c) */
+typedef struct rt_fnlog rt_fnlog;    /* the function's log ring (fnlog.c) */
 
 #define RT_NS_MAX (2 + 64 + 1)       /* RT_RESERVED_KEY_BYTE 't' tenant '/' */
 #define RT_MAX_HELD_LOCKS 16
+#define RT_LOG_LINE_MAX 1024u        /* longest log line (fnlog.h RT_FNLOG_LINE_MAX) */
 
 typedef struct rt_call {
     /* guest memory window; refreshed by the sandbox after memory.grow */
@@ -56,9 +57,13 @@ typedef struct rt_call {
 
     int exited;                      /* WASI proc_exit was called */
     int32_t exit_code;
+
+    /* WASI stdout (0) / stderr (1) text not yet ended by a newline: host.c
+     * logs it line by line; rt_host_call_end() logs the rest. */
+    struct { uint32_t len; uint8_t buf[RT_LOG_LINE_MAX]; } pending[2];
 } rt_call;
 
-extern __thread rt_call *rt_current_call;
+extern __thread rt_call *rt_current_call;  /* defined in host.c */
 
 /* 1 if [off, off + len) lies inside the guest memory window. */
 static inline int rt_call_range(const rt_call *c, uint64_t off, uint64_t len)

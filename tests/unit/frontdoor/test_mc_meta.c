@@ -400,6 +400,13 @@ static void test_base64_keys(void)
     memcpy(b64 + 332, "AA==", 5);   /* 250 zero bytes */
     snprintf(line, sizeof line, "ms %s 1 b\r\nz\r\nmg %s b v\r\n", b64, b64);
     MCF_EXPECT(&f, line, "HD\r\nVA 1\r\nz\r\n");
+    /* a first byte 0x01 names the runtime's reserved namespaces: refused
+     * for every command, the value swallowed ("AWs=" is 01 6b, "AA==" 00) */
+    MCF_EXPECT(&f, "ms AWs= 1 b\r\nx\r\nmg AWs= b v\r\nmd AWs= b\r\nma AWs= b N0\r\n",
+               "CLIENT_ERROR error decoding key\r\nCLIENT_ERROR error decoding key\r\n"
+               "CLIENT_ERROR error decoding key\r\nCLIENT_ERROR error decoding key\r\n");
+    MCF_EXPECT(&f, "mg AQ== b v\r\n", "CLIENT_ERROR error decoding key\r\n");
+    MCF_EXPECT(&f, "ms AA== 1 b\r\ny\r\nmg AA== b v\r\n", "HD\r\nVA 1\r\ny\r\n");
     mcf_close(&f);
 }
 
