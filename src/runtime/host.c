@@ -33,6 +33,7 @@
  * limited to STORE_KEY_MAX - ns_len bytes.
  */
 #include "host.h"
+#include "sandbox.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -68,7 +69,14 @@ typedef struct Z_wasi_snapshot_preview1_instance_t wasi_inst;
  */
 __thread rt_call *rt_current_call;
 
-static inline rt_call *host_call(void) { return rt_current_call; }
+/* Every import starts here: first the stack check (sandbox.h), so an
+ * import entered with the guest's stack nearly gone ends the call before
+ * host code takes a lock it could not give back. */
+static inline rt_call *host_call(void)
+{
+    rt_host_stack_check();
+    return rt_current_call;
+}
 
 /* Fallback until the sandbox provides its own: unwind through wasm-rt's
  * trap path (the sandbox's wasm_rt_trap).  See host.h. */

@@ -15,6 +15,8 @@
  * import table itself.
  */
 #include "../harness.h"
+#include "../../../src/runtime/trap.h"
+#include <pthread.h>
 
 #include <fcntl.h>
 #include <setjmp.h>
@@ -72,15 +74,6 @@ uint32_t Z_wasi_snapshot_preview1Z_random_get(wi *, uint32_t, uint32_t);
 uint32_t Z_wasi_snapshot_preview1Z_poll_oneoff(wi *, uint32_t, uint32_t, uint32_t, uint32_t);
 void Z_wasi_snapshot_preview1Z_proc_exit(wi *, uint32_t);
 uint32_t Z_wasi_snapshot_preview1Z_sched_yield(wi *);
-
-/* host.c's fallback exit goes through wasm_rt_trap: catch it here. */
-static jmp_buf trap_jb;
-static int trap_code = -1;
-void wasm_rt_trap(wasm_rt_trap_t code)
-{
-    trap_code = (int)code;
-    longjmp(trap_jb, 1);
-}
 
 #define MEM_SIZE 65536u
 #define MS 1000000ull
@@ -880,17 +873,34 @@ static void test_wasi_poll(void)
     fake_close(f);
 }
 
+/* proc_exit unwinds the guest through the sandbox's trap path: run it as
+ * guest code on a thread set up for that, as the executor threads are. */
+static void call_proc_exit(void *arg)
+{
+    (void)arg;
+    Z_wasi_snapshot_preview1Z_proc_exit(NULL, 3);
+}
+
+static void *proc_exit_thread(void *arg)
+{
+    fake *f = arg;
+    rt_current_call = &f->call;
+    if (rt_trap_thread_init() != CL_OK)
+        return (void *)(intptr_t)-1;
+    int code = rt_trap_run(call_proc_exit, NULL, 0);
+    rt_trap_thread_fini();
+    rt_current_call = NULL;
+    return (void *)(intptr_t)code;
+}
+
 static void test_wasi_proc_exit(void)
 {
     fake *f = fake_open("A", NULL);
-    volatile int returned = 0;
-    trap_code = -1;
-    if (setjmp(trap_jb) == 0) {
-        Z_wasi_snapshot_preview1Z_proc_exit(NULL, 3);
-        returned = 1;
-    }
-    CHECK_EQ(returned, 0);
-    CHECK_EQ(trap_code, WASM_RT_TRAP_UNREACHABLE);
+    pthread_t th;
+    void *ret = NULL;
+    REQUIRE(pthread_create(&th, NULL, proc_exit_thread, f) == 0);
+    pthread_join(th, &ret);
+    CHECK_EQ((intptr_t)ret, RT_TRAP_EXIT);
     CHECK_EQ(f->call.exited, 1);
     CHECK_EQ(f->call.exit_code, 3);
     fake_close(f);

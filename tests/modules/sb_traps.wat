@@ -1,0 +1,95 @@
+;; sb_traps - one module, every way a call can end (tests/unit/runtime/test_sandbox.c).
+;; The request body's first 4 bytes (little-endian) select the behaviour:
+;;   0 return 0          1 OOB load (far)        2 OOB store (just past the end)
+;;   3 OOB load at the highest address wasm2c can form (index -1 + offset 2^32-1)
+;;   4 unreachable       5 i32.div_s by zero     6 i32.div_s INT_MIN / -1
+;;   7 unbounded recursion (stack overflow)      8 call_indirect, wrong signature
+;;   9 call_indirect, null element               10 call_indirect, index out of range
+;;   11 infinite loop    12 memory bomb: grow by 1 page until refused; outputs
+;;                          the pages reached (u32) and returns 0
+;;   13 proc_exit(0)     14 proc_exit(3)         15 return 7
+;;   16 i32.trunc_f32_s(NaN)                      17 infinite loop calling cloister.log
+;;   18 grow 1 page, store in it, output 4 bytes from it (host sees the new size)
+;;   19 recursion that calls fd_write (8 KiB of host stack) at every level, so
+;;      host code, not the guest, is the first to meet the stack guard
+(module
+  (import "cloister" "input" (func $input (param i32 i32) (result i32)))
+  (import "cloister" "output" (func $output (param i32 i32) (result i32)))
+  (import "cloister" "log" (func $log (param i32 i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (type $v_i (func (result i32)))
+  (type $i_i (func (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (table 3 funcref)
+  (elem (i32.const 0) $seven $id)
+  (func $seven (result i32) (i32.const 7))
+  (func $id (param i32) (result i32) (local.get 0))
+  (func $recurse (param $n i32) (result i32)
+    (local $r i32)
+    (local.set $r (call $recurse (i32.add (local.get $n) (i32.const 1))))
+    (i32.store (i32.and (local.get $n) (i32.const 0xfc)) (local.get $r))
+    (i32.xor (local.get $r) (local.get $n)))
+  (func $recurse_host (param $n i32) (result i32)
+    (local $r i32)
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 8)))
+    (local.set $r (call $recurse_host (i32.add (local.get $n) (i32.const 1))))
+    (i32.store (i32.and (local.get $n) (i32.const 0xfc)) (local.get $r))
+    (i32.xor (local.get $r) (local.get $n)))
+  (func (export "handle") (result i32)
+    (local $sel i32) (local $n i32)
+    (drop (call $input (i32.const 0) (i32.const 4)))
+    (local.set $sel (i32.load (i32.const 0)))
+    (if (i32.eq (local.get $sel) (i32.const 1))
+      (then (return (i32.load (i32.const 0x7ffffff0)))))
+    (if (i32.eq (local.get $sel) (i32.const 2))
+      (then (i32.store (i32.const 65536) (i32.const 1)) (return (i32.const 0))))
+    (if (i32.eq (local.get $sel) (i32.const 3))
+      (then (return (i32.load offset=0xffffffff (i32.const -1)))))
+    (if (i32.eq (local.get $sel) (i32.const 4))
+      (then unreachable))
+    (if (i32.eq (local.get $sel) (i32.const 5))
+      (then (return (i32.div_s (i32.const 10) (i32.load (i32.const 8))))))
+    (if (i32.eq (local.get $sel) (i32.const 6))
+      (then (return (i32.div_s (i32.const 0x80000000) (i32.sub (i32.load (i32.const 8)) (i32.const 1))))))
+    (if (i32.eq (local.get $sel) (i32.const 7))
+      (then (return (call $recurse (i32.const 0)))))
+    (if (i32.eq (local.get $sel) (i32.const 8))
+      (then (return (call_indirect (type $i_i) (i32.const 5) (i32.const 0)))))
+    (if (i32.eq (local.get $sel) (i32.const 9))
+      (then (return (call_indirect (type $v_i) (i32.const 2)))))
+    (if (i32.eq (local.get $sel) (i32.const 10))
+      (then (return (call_indirect (type $v_i) (i32.const 100)))))
+    (if (i32.eq (local.get $sel) (i32.const 11))
+      (then (loop $l
+              (i32.store (i32.const 16) (i32.add (i32.load (i32.const 16)) (i32.const 1)))
+              (br $l))))
+    (if (i32.eq (local.get $sel) (i32.const 12))
+      (then
+        (block $done
+          (loop $l
+            (br_if $done (i32.eq (memory.grow (i32.const 1)) (i32.const -1)))
+            (br $l)))
+        (i32.store (i32.const 4) (memory.size))
+        (drop (call $output (i32.const 4) (i32.const 4)))
+        (return (i32.const 0))))
+    (if (i32.eq (local.get $sel) (i32.const 13))
+      (then (call $exit (i32.const 0))))
+    (if (i32.eq (local.get $sel) (i32.const 14))
+      (then (call $exit (i32.const 3))))
+    (if (i32.eq (local.get $sel) (i32.const 15))
+      (then (return (i32.const 7))))
+    (if (i32.eq (local.get $sel) (i32.const 16))
+      (then (return (i32.trunc_f32_s (f32.div (f32.const 0) (f32.convert_i32_s (i32.load (i32.const 8))))))))
+    (if (i32.eq (local.get $sel) (i32.const 17))
+      (then (loop $l
+              (call $log (i32.const 0) (i32.const 4))
+              (br $l))))
+    (if (i32.eq (local.get $sel) (i32.const 18))
+      (then
+        (drop (memory.grow (i32.const 1)))
+        (i32.store (i32.const 70000) (i32.const 0x21455942))
+        (return (call $output (i32.const 70000) (i32.const 4)))))
+    (if (i32.eq (local.get $sel) (i32.const 19))
+      (then (return (call $recurse_host (i32.const 0)))))
+    (i32.const 0)))
