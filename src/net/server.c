@@ -3,23 +3,45 @@
  *
  * Threading model
  * ---------------
- * N worker threads, started by net_server_start.  Worker t owns:
- *   - its epoll instance (level-triggered);
- *   - per listener, its own listening socket (SO_REUSEPORT: the kernel
- *     hashes each new connection to one of the N sockets, so there is no
- *     accept lock and no handoff between threads);
+ * One acceptor thread and N worker threads, started by net_server_start.
+ *
+ * The acceptor owns one listening socket per listener (no SO_REUSEPORT)
+ * and its own epoll instance.  It accepts in batches (accept4 until
+ * EAGAIN, at most NET_ACCEPTS_PER_EVENT per readiness) and hands each new
+ * descriptor to the worker with the fewest connections, ties broken
+ * round-robin, by appending {fd, listener} to that worker's inbox (a
+ * mutex-protected array) and, once per batch, writing the worker's notify
+ * eventfd.  It never reads, writes or keeps a connection.  A worker's
+ * load is assigned - released: connections the acceptor gave it (counted
+ * by the acceptor) minus those it has finished (counted by the worker),
+ * so descriptors still in an inbox count too and a burst of connects
+ * cannot pile onto one worker before it has woken up.  Why a thread of
+ * its own rather than worker 0's loop: accepting stays prompt however
+ * long a worker's batch runs, a connection storm costs no worker's
+ * request time, and every worker runs the same loop.  The thread sleeps
+ * in epoll_wait while no one connects.  (The kernel's SO_REUSEPORT hash,
+ * used before, split 50 connections over 2 workers as unevenly as 29/21,
+ * differently on every run.)
+ *
+ * Worker t owns:
+ *   - its epoll instance (level-triggered) and notify eventfd;
  *   - per listener, the protocol's thread state (proto->thread_init);
- *   - every connection it accepted, for the connection's whole life:
- *     socket, SSL object, protocol session, input and output buffers;
- *   - a read buffer (NET_RBUF_SIZE) shared by its connections, a small
- *     pool of recycled connection buffers, and a spare descriptor used to
- *     shed connections when the process runs out of descriptors;
+ *   - every connection handed to it, for the connection's whole life:
+ *     socket, SSL object (the TLS handshake runs here), protocol session,
+ *     input and output buffers;
+ *   - a read buffer (NET_RBUF_SIZE) shared by its connections and a small
+ *     pool of recycled connection buffers;
  *   - its counters (written by the worker only, read with relaxed atomic
- *     loads by net_server_get_stats from any thread).
+ *     loads by net_server_get_stats and the acceptor from any thread).
+ * The inbox is the only state two threads write, under its mutex, once
+ * per new connection; the request path takes no lock.  Between epoll
+ * batches a worker calls sched_yield(), so a worker that always finds
+ * work does not hold its core until the scheduler tick (see worker_loop).
  * The controlling thread only creates, starts, stops and destroys.  The
- * one object shared by all workers is the stop eventfd: written once by
- * net_server_stop, never read, so it stays readable and every epoll sees
- * it.  Nothing on the data path takes a lock.
+ * stop eventfd is in every epoll set: written once by net_server_stop,
+ * never read, so it stays readable and every thread sees it.  Descriptors
+ * still in an inbox at stop are closed by net_server_stop after every
+ * thread has exited.
  *
  * Per connection data path
  * ------------------------
@@ -67,6 +89,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,7 +108,7 @@
 #define NET_PROCESS_SLICE    (16 * 1024)  /* input handed to proto->process per call */
 #define NET_OUT_HIGH_WATER   (256 * 1024) /* write before producing more output */
 #define NET_READS_PER_EVENT  4            /* plaintext reads per readiness (fairness) */
-#define NET_ACCEPTS_PER_EVENT 64
+#define NET_ACCEPTS_PER_EVENT 64          /* then workers are woken and stop is checked */
 #define NET_EPOLL_EVENTS     256
 #define NET_POOL_MAX         16           /* recycled buffers per worker */
 #define NET_POOL_BUF_MAX     (64 * 1024)  /* larger buffers are freed, not recycled */
@@ -94,9 +117,13 @@
 
 static const char MOD[] = "net";
 
-/* epoll_event.data.ptr points at an object whose first byte says what it is. */
-enum { EP_CONN = 1, EP_LISTEN = 2, EP_STOP = 3 };
+/* In a worker's epoll set, epoll_event.data.ptr points at an object whose
+ * first byte says what it is.  The acceptor's set uses data.u64 instead:
+ * a listener index, or ACC_STOP. */
+enum { EP_CONN = 1, EP_NOTIFY = 2, EP_STOP = 3 };
+static const uint8_t notify_tag = EP_NOTIFY;
 static const uint8_t stop_tag = EP_STOP;
+#define ACC_STOP UINT64_MAX
 
 enum { CONN_HANDSHAKE = 0, CONN_OPEN = 1 };
 enum { IO_AGAIN = -1, IO_EOF = -2, IO_ERROR = -3 };
@@ -106,15 +133,13 @@ typedef struct net_listener {
     const net_proto *proto;
     void *proto_arg;
     SSL_CTX *ssl_ctx;
+    int fd;                    /* the listening socket; -1 once closed */
     struct sockaddr_storage bound;
     socklen_t bound_len;
 } net_listener;
 
-/* One worker's view of one listener: its listening socket and the
- * protocol's thread state.  kind must stay first (epoll tag). */
+/* One worker's view of one listener: the protocol's thread state. */
 typedef struct net_slot {
-    uint8_t kind;
-    int fd;
     const net_listener *l;
     void *thread_state;
     int initialised;
@@ -146,12 +171,28 @@ typedef struct net_conn {
 
 typedef struct net_worker_stats {
     uint64_t curr, total, rejected, hs_failures, bytes_read, bytes_written, buffer_bytes;
+    uint64_t released;         /* handed-over descriptors finished: closed, or dropped in setup */
 } net_worker_stats;
+
+/* A connection accepted for a worker and not yet set up by it. */
+typedef struct net_handoff {
+    int fd;
+    uint32_t listener;         /* index into net_server.listeners */
+} net_handoff;
+
+/* The acceptor appends, the worker takes everything at once (it swaps the
+ * array with its own empty one), both under mu.  Grows, never shrinks. */
+typedef struct net_inbox {
+    pthread_mutex_t mu;
+    net_handoff *items;
+    size_t n, cap;
+} net_inbox;
 
 struct net_worker {
     net_server *srv;
     int index;
     int epfd;
+    int notify_fd;             /* eventfd: the acceptor's "your inbox has work" */
     pthread_t tid;
     int thread_started;
     net_slot *slots;           /* [srv->n_listeners] */
@@ -159,9 +200,24 @@ struct net_worker {
     net_conn *conns;
     cl_buf pool[NET_POOL_MAX];
     int pool_n;
-    int spare_fd;              /* /dev/null, closed to accept-and-drop under EMFILE */
+    net_inbox inbox;
+    net_handoff *batch;        /* the worker's side of the inbox swap */
+    size_t batch_cap;
     net_worker_stats st;
 };
+
+/* Owned by the acceptor thread, except `rejected` (read by stats). */
+typedef struct net_acceptor {
+    int epfd;
+    pthread_t tid;
+    int thread_started;
+    int spare_fd;              /* /dev/null, closed to accept-and-drop under EMFILE */
+    uint64_t *assigned;        /* [nthreads] descriptors handed to each worker, ever */
+    uint8_t *wake;             /* [nthreads] worker needs a notify at the end of the batch */
+    int next;                  /* round-robin cursor: ties go to the first worker from here */
+    uint64_t rejected;         /* shed for lack of descriptors or memory */
+    time_t last_shed_warn;
+} net_acceptor;
 
 enum { SRV_CREATED = 0, SRV_RUNNING = 1, SRV_STOPPED = 2 };
 
@@ -171,6 +227,7 @@ struct net_server {
     int nthreads;
     int backlog;
     net_worker **workers;
+    net_acceptor acc;
     int stop_fd;
     int state;
     pthread_mutex_t mu;        /* start handshake only */
@@ -180,7 +237,7 @@ struct net_server {
 
 /* ---- counters ------------------------------------------------------------ */
 
-/* Only the owning worker writes; readers use relaxed loads. */
+/* Only the owning thread writes; readers use relaxed loads. */
 static inline void stat_add(uint64_t *p, uint64_t d) { __atomic_store_n(p, *p + d, __ATOMIC_RELAXED); }
 static inline void stat_sub(uint64_t *p, uint64_t d) { __atomic_store_n(p, *p - d, __ATOMIC_RELAXED); }
 static inline uint64_t stat_get(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
@@ -265,6 +322,7 @@ static void conn_close(net_worker *w, net_conn *c, int graceful)
     pool_put(w, &c->in);
     pool_put(w, &c->out);
     conn_account(w, c);
+    stat_add(&w->st.released, 1); /* before curr: the load never looks higher than curr */
     stat_sub(&w->st.curr, 1);
     free(c);
 }
@@ -704,6 +762,7 @@ static void conn_open(net_worker *w, net_slot *sl, int fd)
 reject:
     cl_log_warn(MOD, "cannot set up a new connection (out of memory?); dropped it");
     stat_add(&w->st.rejected, 1);
+    stat_add(&w->st.released, 1);
     if (c) {
         SSL_free(c->ssl);
         ERR_clear_error();
@@ -712,36 +771,143 @@ reject:
     close(fd);
 }
 
-/* ---- accepting ------------------------------------------------------------ */
+/* ---- handing connections over: acceptor -> worker --------------------------- */
+
+/* Acceptor thread: appends h to w's inbox.  *was_empty tells whether the
+ * worker has taken everything before, i.e. needs a notify for this one.
+ * CL_OK or CL_ENOMEM. */
+static int inbox_push(net_worker *w, net_handoff h, int *was_empty)
+{
+    net_inbox *q = &w->inbox;
+    int rc = CL_OK;
+    pthread_mutex_lock(&q->mu);
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        net_handoff *p = realloc(q->items, cap * sizeof *p);
+        if (!p) {
+            rc = CL_ENOMEM;
+            goto out;
+        }
+        q->items = p;
+        q->cap = cap;
+    }
+    *was_empty = q->n == 0;
+    q->items[q->n++] = h;
+out:
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+/*
+ * Worker thread: sets up every connection waiting in the inbox.  The
+ * notify counter is reset before the inbox is taken, so a push that lands
+ * after the swap finds the inbox empty and notifies again.
+ */
+static void worker_take_inbox(net_worker *w)
+{
+    uint64_t v;
+    ssize_t r = read(w->notify_fd, &v, sizeof v);
+    (void)r; /* EAGAIN: a notify already consumed; the swap below still runs */
+
+    net_inbox *q = &w->inbox;
+    pthread_mutex_lock(&q->mu);
+    net_handoff *items = q->items;
+    size_t n = q->n, cap = q->cap;
+    q->items = w->batch;
+    q->cap = w->batch_cap;
+    q->n = 0;
+    pthread_mutex_unlock(&q->mu);
+    w->batch = items;
+    w->batch_cap = cap;
+
+    for (size_t i = 0; i < n; i++)
+        conn_open(w, &w->slots[items[i].listener], items[i].fd);
+}
+
+/* ---- the acceptor ------------------------------------------------------------ */
+
+/* The worker with the fewest connections (assigned - released, so those
+ * still in an inbox count); among equals the first from the round-robin
+ * cursor, so ties rotate. */
+static int acceptor_pick(net_server *s)
+{
+    net_acceptor *a = &s->acc;
+    int best = a->next;
+    uint64_t best_load = UINT64_MAX;
+    for (int k = 0; k < s->nthreads; k++) {
+        int t = (a->next + k) % s->nthreads;
+        uint64_t load = a->assigned[t] - stat_get(&s->workers[t]->st.released);
+        if (load < best_load) {
+            best = t;
+            best_load = load;
+        }
+    }
+    a->next = (best + 1) % s->nthreads;
+    return best;
+}
+
+static void acceptor_dispatch(net_server *s, size_t li, int fd)
+{
+    net_acceptor *a = &s->acc;
+    int t = acceptor_pick(s);
+    int was_empty = 0;
+    a->assigned[t]++;
+    if (inbox_push(s->workers[t], (net_handoff){ .fd = fd, .listener = (uint32_t)li },
+                   &was_empty) != CL_OK) {
+        a->assigned[t]--;
+        cl_log_warn(MOD, "out of memory handing over a new connection; dropped it");
+        stat_add(&a->rejected, 1);
+        close(fd);
+        return;
+    }
+    if (was_empty)
+        a->wake[t] = 1;
+}
+
+/* Notifies, once each, the workers that got connections in this batch. */
+static void acceptor_wake(net_server *s)
+{
+    for (int t = 0; t < s->nthreads; t++) {
+        if (!s->acc.wake[t])
+            continue;
+        s->acc.wake[t] = 0;
+        uint64_t one = 1;
+        ssize_t r = write(s->workers[t]->notify_fd, &one, sizeof one);
+        (void)r; /* EAGAIN only when the counter is full: a notify is pending anyway */
+    }
+}
 
 /* Out of descriptors: accept with the spare and drop at once, so the
  * client learns (reset) instead of waiting, and level-triggered epoll does
  * not spin on a backlog we cannot drain. */
-static void worker_shed(net_worker *w, net_slot *sl)
+static void acceptor_shed(net_server *s, const net_listener *l)
 {
-    static __thread time_t last_warn;
+    net_acceptor *a = &s->acc;
     time_t now = time(NULL);
-    if (now != last_warn) {
-        last_warn = now;
+    if (now != a->last_shed_warn) {
+        a->last_shed_warn = now;
         cl_log_warn(MOD, "out of file descriptors; refusing new connections (raise `ulimit -n`)");
     }
-    if (w->spare_fd >= 0) {
-        close(w->spare_fd);
-        int fd = accept(sl->fd, NULL, NULL);
+    if (a->spare_fd >= 0) {
+        close(a->spare_fd);
+        int fd = accept(l->fd, NULL, NULL);
         if (fd >= 0) {
             close(fd);
-            stat_add(&w->st.rejected, 1);
+            stat_add(&a->rejected, 1);
         }
-        w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     }
 }
 
-static void worker_accept(net_worker *w, net_slot *sl)
+/* Accepts until EAGAIN, or NET_ACCEPTS_PER_EVENT (then the loop wakes the
+ * workers, checks for stop, and level-triggered epoll brings us back). */
+static void acceptor_accept(net_server *s, size_t li)
 {
+    const net_listener *l = &s->listeners[li];
     for (int i = 0; i < NET_ACCEPTS_PER_EVENT; i++) {
-        int fd = accept4(sl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            conn_open(w, sl, fd);
+            acceptor_dispatch(s, li, fd);
             continue;
         }
         switch (errno) {
@@ -751,7 +917,7 @@ static void worker_accept(net_worker *w, net_slot *sl)
             continue;
         case EMFILE:
         case ENFILE:
-            worker_shed(w, sl);
+            acceptor_shed(s, l);
             return;
         case EAGAIN:
 #if EAGAIN != EWOULDBLOCK
@@ -759,9 +925,29 @@ static void worker_accept(net_worker *w, net_slot *sl)
 #endif
             return;
         default:
-            cl_log_warn(MOD, "accept on %s: %s", sl->l->addr, strerror(errno));
+            cl_log_warn(MOD, "accept on %s: %s", l->addr, strerror(errno));
             return;
         }
+    }
+}
+
+static void *acceptor_main(void *arg)
+{
+    net_server *s = arg;
+    pthread_setname_np(pthread_self(), "cl-net-accept");
+    struct epoll_event ev[16];
+    for (;;) {
+        int n = epoll_wait(s->acc.epfd, ev, (int)(sizeof ev / sizeof ev[0]), -1);
+        if (n < 0) {
+            CL_ASSERT(errno == EINTR);
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.u64 == ACC_STOP)
+                return NULL; /* what is in the inboxes, net_server_stop closes */
+            acceptor_accept(s, (size_t)ev[i].data.u64);
+        }
+        acceptor_wake(s);
     }
 }
 
@@ -829,8 +1015,8 @@ static void worker_loop(net_worker *w)
             switch (*(const uint8_t *)ev[i].data.ptr) {
             case EP_STOP:
                 return;
-            case EP_LISTEN:
-                worker_accept(w, ev[i].data.ptr);
+            case EP_NOTIFY:
+                worker_take_inbox(w);
                 break;
             case EP_CONN:
                 conn_on_event(w, ev[i].data.ptr, ev[i].events);
@@ -839,6 +1025,14 @@ static void worker_loop(net_worker *w)
                 CL_ASSERT(!"unknown epoll tag");
             }
         }
+        /* Offer the CPU between batches.  A loaded worker always finds
+         * work, so it would otherwise run until the scheduler tick (4 ms
+         * at HZ=250) preempts it, and whatever waits on its core -- a
+         * co-located client, the other worker -- waits that long.  Those
+         * waits set the p99 of bench/run.sh on a 2-core machine (~4 ms;
+         * ~1-2 ms with the yield).  Alone on its core, sched_yield returns
+         * at once (~0.2 us per batch). */
+        sched_yield();
     }
 }
 
@@ -869,17 +1063,19 @@ static void raise_nofile_limit(void)
     }
 }
 
-static int listen_socket(const struct sockaddr *sa, socklen_t len, int reuseport, int backlog)
+/* A listening socket.  SO_REUSEADDR lets a restarted server bind while
+ * old connections sit in TIME_WAIT; without SO_REUSEPORT, bind fails if
+ * anybody listens on the address already. */
+static int listen_socket(const struct sockaddr *sa, socklen_t len, int backlog)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
         (sa->sa_family == AF_INET6 &&
          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
-        bind(fd, sa, len) != 0 || (backlog > 0 && listen(fd, backlog) != 0)) {
+        bind(fd, sa, len) != 0 || listen(fd, backlog) != 0) {
         int e = errno;
         close(fd);
         errno = e;
@@ -888,12 +1084,8 @@ static int listen_socket(const struct sockaddr *sa, socklen_t len, int reuseport
     return fd;
 }
 
-/*
- * Binds listener li on every worker.  A probe socket without SO_REUSEPORT
- * is bound first: it fails if anybody (say, an older cloisterd of the same
- * user, which SO_REUSEPORT would otherwise let us share the port with)
- * holds the address, and it resolves port 0 to a concrete port.
- */
+/* Binds listener li, learns its port (for port 0) and registers it with
+ * the acceptor. */
 static int server_bind(net_server *s, size_t li)
 {
     net_listener *l = &s->listeners[li];
@@ -905,28 +1097,15 @@ static int server_bind(net_server *s, size_t li)
                      l->addr);
         return CL_EINVAL;
     }
-    int probe = listen_socket((struct sockaddr *)&ss, len, 0, 0);
-    if (probe < 0)
+    l->fd = listen_socket((struct sockaddr *)&ss, len, s->backlog);
+    if (l->fd < 0)
         goto fail;
-    len = sizeof ss;
-    if (getsockname(probe, (struct sockaddr *)&ss, &len) != 0) {
-        close(probe);
+    l->bound_len = sizeof l->bound;
+    if (getsockname(l->fd, (struct sockaddr *)&l->bound, &l->bound_len) != 0)
         goto fail;
-    }
-    close(probe);
-    memcpy(&l->bound, &ss, len);
-    l->bound_len = len;
-
-    for (int t = 0; t < s->nthreads; t++) {
-        net_worker *w = s->workers[t];
-        net_slot *sl = &w->slots[li];
-        sl->fd = listen_socket((struct sockaddr *)&l->bound, l->bound_len, 1, s->backlog);
-        if (sl->fd < 0)
-            goto fail;
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = sl };
-        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, sl->fd, &ev) != 0)
-            goto fail;
-    }
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = li };
+    if (epoll_ctl(s->acc.epfd, EPOLL_CTL_ADD, l->fd, &ev) != 0)
+        goto fail;
     return CL_OK;
 
 fail:
@@ -936,17 +1115,84 @@ fail:
 
 static void server_close_listeners(net_server *s)
 {
-    for (int t = 0; t < s->nthreads; t++) {
+    for (size_t i = 0; s->listeners && i < s->n_listeners; i++) {
+        if (s->listeners[i].fd >= 0) {
+            close(s->listeners[i].fd);
+            s->listeners[i].fd = -1;
+        }
+    }
+}
+
+/* Closes descriptors handed over but never taken.  Every thread has exited. */
+static void server_drain_inboxes(net_server *s)
+{
+    for (int t = 0; s->workers && t < s->nthreads; t++) {
         net_worker *w = s->workers[t];
         if (!w)
             continue;
-        for (size_t i = 0; i < s->n_listeners; i++) {
-            if (w->slots && w->slots[i].fd >= 0) {
-                close(w->slots[i].fd);
-                w->slots[i].fd = -1;
-            }
-        }
+        for (size_t i = 0; i < w->inbox.n; i++)
+            close(w->inbox.items[i].fd);
+        w->inbox.n = 0;
     }
+}
+
+static int worker_create(net_server *s, int t, net_worker **out)
+{
+    net_worker *w = calloc(1, sizeof *w);
+    *out = w;
+    if (!w)
+        return CL_ENOMEM;
+    w->srv = s;
+    w->index = t;
+    pthread_mutex_init(&w->inbox.mu, NULL);
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    w->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    w->slots = calloc(s->n_listeners, sizeof *w->slots);
+    if (!w->slots)
+        return CL_ENOMEM;
+    for (size_t i = 0; i < s->n_listeners; i++)
+        w->slots[i].l = &s->listeners[i];
+    struct epoll_event stop = { .events = EPOLLIN, .data.ptr = (void *)&stop_tag };
+    struct epoll_event notify = { .events = EPOLLIN, .data.ptr = (void *)&notify_tag };
+    if (w->epfd < 0 || w->notify_fd < 0 ||
+        epoll_ctl(w->epfd, EPOLL_CTL_ADD, s->stop_fd, &stop) != 0 ||
+        epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->notify_fd, &notify) != 0) {
+        cl_log_error(MOD, "epoll/eventfd: %s", strerror(errno));
+        return CL_EIO;
+    }
+    return CL_OK;
+}
+
+static void worker_destroy(net_worker *w)
+{
+    if (!w)
+        return;
+    if (w->epfd >= 0)
+        close(w->epfd);
+    if (w->notify_fd >= 0)
+        close(w->notify_fd);
+    pthread_mutex_destroy(&w->inbox.mu);
+    free(w->inbox.items);
+    free(w->batch);
+    free(w->slots);
+    free(w);
+}
+
+static int acceptor_create(net_server *s)
+{
+    net_acceptor *a = &s->acc;
+    a->assigned = calloc((size_t)s->nthreads, sizeof *a->assigned);
+    a->wake = calloc((size_t)s->nthreads, sizeof *a->wake);
+    if (!a->assigned || !a->wake)
+        return CL_ENOMEM;
+    a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    a->epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event stop = { .events = EPOLLIN, .data.u64 = ACC_STOP };
+    if (a->epfd < 0 || epoll_ctl(a->epfd, EPOLL_CTL_ADD, s->stop_fd, &stop) != 0) {
+        cl_log_error(MOD, "epoll: %s", strerror(errno));
+        return CL_EIO;
+    }
+    return CL_OK;
 }
 
 int net_server_create(const net_server_config *cfg, net_server **out)
@@ -965,7 +1211,7 @@ int net_server_create(const net_server_config *cfg, net_server **out)
     net_server *s = calloc(1, sizeof *s);
     if (!s)
         return CL_ENOMEM;
-    s->stop_fd = -1;
+    s->stop_fd = s->acc.epfd = s->acc.spare_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->backlog = cfg->backlog > 0 ? cfg->backlog : NET_DEFAULT_BACKLOG;
@@ -980,6 +1226,7 @@ int net_server_create(const net_server_config *cfg, net_server **out)
     for (size_t i = 0; i < s->n_listeners; i++) {
         const net_listener_config *lc = &cfg->listeners[i];
         net_listener *l = &s->listeners[i];
+        l->fd = -1;
         l->addr = strdup(lc->addr);
         if (!l->addr)
             goto fail;
@@ -993,33 +1240,11 @@ int net_server_create(const net_server_config *cfg, net_server **out)
     s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (s->stop_fd < 0)
         goto fail;
-    for (int t = 0; t < s->nthreads; t++) {
-        net_worker *w = calloc(1, sizeof *w);
-        if (!w) {
-            rc = CL_ENOMEM;
+    if ((rc = acceptor_create(s)) != CL_OK)
+        goto fail;
+    for (int t = 0; t < s->nthreads; t++)
+        if ((rc = worker_create(s, t, &s->workers[t])) != CL_OK)
             goto fail;
-        }
-        s->workers[t] = w;
-        w->srv = s;
-        w->index = t;
-        w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        w->epfd = epoll_create1(EPOLL_CLOEXEC);
-        w->slots = calloc(s->n_listeners, sizeof *w->slots);
-        if (!w->slots) {
-            rc = CL_ENOMEM;
-            goto fail;
-        }
-        for (size_t i = 0; i < s->n_listeners; i++) {
-            w->slots[i].kind = EP_LISTEN;
-            w->slots[i].fd = -1;
-            w->slots[i].l = &s->listeners[i];
-        }
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = (void *)&stop_tag };
-        if (w->epfd < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, s->stop_fd, &ev) != 0) {
-            cl_log_error(MOD, "epoll: %s", strerror(errno));
-            goto fail;
-        }
-    }
     for (size_t i = 0; i < s->n_listeners; i++)
         if ((rc = server_bind(s, i)) != CL_OK)
             goto fail;
@@ -1056,6 +1281,15 @@ int net_server_start(net_server *s)
         rc = CL_EINVAL;
     pthread_mutex_unlock(&s->mu);
 
+    /* Connections are handed out only once every worker can take them. */
+    if (rc == CL_OK) {
+        if (pthread_create(&s->acc.tid, NULL, acceptor_main, s) != 0) {
+            cl_log_error(MOD, "cannot start the acceptor thread: %s", strerror(errno));
+            rc = CL_ENOMEM;
+        } else {
+            s->acc.thread_started = 1;
+        }
+    }
     if (rc != CL_OK)
         net_server_stop(s);
     return rc;
@@ -1068,6 +1302,10 @@ void net_server_stop(net_server *s)
     uint64_t one = 1;
     ssize_t wr = write(s->stop_fd, &one, sizeof one);
     CL_ASSERT(wr == (ssize_t)sizeof one);
+    if (s->acc.thread_started) {
+        pthread_join(s->acc.tid, NULL);
+        s->acc.thread_started = 0;
+    }
     for (int t = 0; t < s->nthreads; t++) {
         net_worker *w = s->workers[t];
         if (w->thread_started) {
@@ -1075,6 +1313,7 @@ void net_server_stop(net_server *s)
             w->thread_started = 0;
         }
     }
+    server_drain_inboxes(s);
     server_close_listeners(s); /* new clients are refused, not queued */
     s->state = SRV_STOPPED;
 }
@@ -1085,17 +1324,15 @@ void net_server_destroy(net_server *s)
         return;
     net_server_stop(s);
     server_close_listeners(s);
-    for (int t = 0; s->workers && t < s->nthreads; t++) {
-        net_worker *w = s->workers[t];
-        if (!w)
-            continue;
-        if (w->epfd >= 0)
-            close(w->epfd);
-        if (w->spare_fd >= 0)
-            close(w->spare_fd);
-        free(w->slots);
-        free(w);
-    }
+    server_drain_inboxes(s);
+    for (int t = 0; s->workers && t < s->nthreads; t++)
+        worker_destroy(s->workers[t]);
+    if (s->acc.epfd >= 0)
+        close(s->acc.epfd);
+    if (s->acc.spare_fd >= 0)
+        close(s->acc.spare_fd);
+    free(s->acc.assigned);
+    free(s->acc.wake);
     for (size_t i = 0; s->listeners && i < s->n_listeners; i++) {
         free(s->listeners[i].addr);
         SSL_CTX_free(s->listeners[i].ssl_ctx);
@@ -1130,18 +1367,32 @@ char *net_server_listener_name(const net_server *s, size_t i, char *buf, size_t 
     return net_addr_format((const struct sockaddr *)&s->listeners[i].bound, buf, cap);
 }
 
+static void stats_add_worker(net_stats *out, const net_worker_stats *st)
+{
+    out->curr_connections += stat_get(&st->curr);
+    out->total_connections += stat_get(&st->total);
+    out->rejected_connections += stat_get(&st->rejected);
+    out->tls_handshake_failures += stat_get(&st->hs_failures);
+    out->bytes_read += stat_get(&st->bytes_read);
+    out->bytes_written += stat_get(&st->bytes_written);
+    out->buffer_bytes += stat_get(&st->buffer_bytes);
+}
+
 void net_server_get_stats(const net_server *s, net_stats *out)
 {
     memset(out, 0, sizeof *out);
     out->threads = (uint64_t)s->nthreads;
-    for (int t = 0; t < s->nthreads; t++) {
-        const net_worker_stats *st = &s->workers[t]->st;
-        out->curr_connections += stat_get(&st->curr);
-        out->total_connections += stat_get(&st->total);
-        out->rejected_connections += stat_get(&st->rejected);
-        out->tls_handshake_failures += stat_get(&st->hs_failures);
-        out->bytes_read += stat_get(&st->bytes_read);
-        out->bytes_written += stat_get(&st->bytes_written);
-        out->buffer_bytes += stat_get(&st->buffer_bytes);
-    }
+    for (int t = 0; t < s->nthreads; t++)
+        stats_add_worker(out, &s->workers[t]->st);
+    out->rejected_connections += stat_get(&s->acc.rejected);
+}
+
+int net_server_get_thread_stats(const net_server *s, int thread, net_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (thread < 0 || thread >= s->nthreads)
+        return CL_EINVAL;
+    out->threads = 1;
+    stats_add_worker(out, &s->workers[thread]->st);
+    return CL_OK;
 }

@@ -2,18 +2,22 @@
  * server.h - the multi-threaded event loop that serves net_proto protocols.
  *
  * A server has one or more listeners (an address, a protocol from
- * net/proto.h, its argument, and a TLS context or NULL for plaintext) and
- * N worker threads.  Every worker owns an epoll instance and, per
- * listener, its own listening socket bound with SO_REUSEPORT: the kernel
- * spreads new connections over the workers, and a connection lives and
- * dies on the worker that accepted it.  Nothing about a connection is
- * shared between threads, so the data path takes no locks.
+ * net/proto.h, its argument, and a TLS context or NULL for plaintext), one
+ * acceptor thread and N worker threads.  Each listener has one listening
+ * socket; the acceptor accepts on all of them and hands every new
+ * connection to the worker with the fewest connections (ties in turn),
+ * so connections are spread evenly and deterministically.  A connection
+ * then lives and dies on that worker, which owns an epoll instance for
+ * its connections.  Nothing about a connection is shared between threads,
+ * so the data path takes no locks.
  *
  * Lifecycle (all from one controlling thread, usually main):
  *   net_server_create   binds every listening socket (so the bound port of
- *                       a "HOST:0" listener is known before start)
- *   net_server_start    starts the workers; each calls proto->thread_init
- *   net_server_stop     wakes the workers, which close every connection
+ *                       a "HOST:0" listener is known before start; an
+ *                       address already listened on fails here)
+ *   net_server_start    starts the workers, each calls proto->thread_init,
+ *                       then the acceptor
+ *   net_server_stop     wakes every thread; workers close every connection
  *                       (session_fini) and call thread_fini; joins them
  *   net_server_destroy  stops if needed, closes the listening sockets
  *
@@ -52,7 +56,8 @@ typedef struct net_server_config {
     int backlog;                          /* listen(2) backlog; <= 0: 1024 */
 } net_server_config;
 
-/* Counters summed over the workers; may lag a few operations. */
+/* Counters summed over the workers (or of one worker: see
+ * net_server_get_thread_stats); may lag a few operations. */
 typedef struct net_stats {
     uint64_t curr_connections;   /* open now */
     uint64_t total_connections;  /* accepted since start */
@@ -101,5 +106,12 @@ char *net_server_listener_name(const net_server *s, size_t i, char *buf, size_t 
 
 /* Connection counters; safe from any thread at any time. */
 void net_server_get_stats(const net_server *s, net_stats *out);
+
+/* The counters of worker `thread` (0 <= thread < net_server_threads) alone,
+ * with out->threads = 1; connections refused by the acceptor before any
+ * worker saw them count only in net_server_get_stats.  Safe from any
+ * thread at any time.  Returns CL_OK, or CL_EINVAL (no such thread; *out
+ * is zeroed). */
+int net_server_get_thread_stats(const net_server *s, int thread, net_stats *out);
 
 #endif

@@ -5,8 +5,10 @@
  *   - "echo", a tiny line protocol implementing net_proto: every line
  *     ("...\n") is echoed; "BIG n\n" followed by n bytes is answered
  *     "BIG n <fnv1a-32 hex>\n" (and sets *want while incomplete); "QUIT\n"
- *     is answered "BYE\n" and closes.  Counters of live thread states and
- *     sessions let tests see that the loop frees what it created.
+ *     is answered "BYE\n" and closes; "WHO\n" is answered "THREAD t\n",
+ *     t the index of the worker serving the connection.  Counters of live
+ *     thread states and sessions let tests see that the loop frees what it
+ *     created.
  *   - a blocking test client (plain or TLS) with I/O timeouts, so a broken
  *     server fails a check instead of hanging the test;
  *   - certificates made with the OpenSSL API in a temp dir: a CA, a server
@@ -126,8 +128,8 @@ static size_t echo_process(void *s, void *ts, const uint8_t *in, size_t len, cl_
                            int *close, size_t *want)
 {
     size_t done = 0;
+    const echo_thread *thr = ts;
     (void)s;
-    (void)ts;
     while (done < len) {
         const uint8_t *p = in + done;
         size_t n = len - done;
@@ -153,6 +155,12 @@ static size_t echo_process(void *s, void *ts, const uint8_t *in, size_t len, cl_
                 abort();
             *close = 1;
             return done + line;
+        }
+        if (line == 4 && memcmp(p, "WHO\n", 4) == 0) {
+            if (cl_buf_printf(out, "THREAD %d\n", thr->index) != CL_OK)
+                abort();
+            done += line;
+            continue;
         }
         if (cl_buf_append(out, p, line) != CL_OK)
             abort();
@@ -379,6 +387,17 @@ static ssize_t tc_read_line(tconn *c, char *line, size_t cap)
             return (ssize_t)n;
         }
     }
+}
+
+/* The index of the worker serving c (echo's WHO), or -1. */
+static int tc_thread(tconn *c)
+{
+    char got[64];
+    int t;
+    if (tc_puts(c, "WHO\n") != 0 || tc_read_line(c, got, sizeof got) < 0 ||
+        sscanf(got, "THREAD %d\n", &t) != 1)
+        return -1;
+    return t;
 }
 
 /* Sends line and expects the same line back. */
