@@ -72,6 +72,30 @@
  *   close:   on EOF the input already received is still answered; a
  *            protocol *close, a socket error, a failed handshake or input
  *            beyond proto->max_pending closes just that connection.
+ *   suspend: a protocol that calls net_conn_suspend inside process stops
+ *            the connection after that call: its output is still
+ *            written, the rest of the input stays buffered, and epoll
+ *            watches nothing but errors and hang-ups (a client that
+ *            resets is closed at once) until the waker is resumed.
+ *
+ * Suspension and wakers
+ * ---------------------
+ * A waker (net_waker) is the only connection object other threads may
+ * hold.  It carries a mutex, the connection pointer (NULL once the
+ * connection closed: "dead") and a reference count: one for the
+ * connection while it is the connection's current waker, one for the
+ * protocol until it calls net_waker_resume, one for the worker's resume
+ * list while queued.  net_waker_resume locks the waker and, if it is
+ * alive, appends it to the owning worker's inbox and writes the worker's
+ * notify eventfd, all under the waker's mutex; conn_close marks the
+ * waker dead under the same mutex.  So a resume either reaches the worker
+ * before the connection closes, or sees it dead and touches nothing of
+ * the server: the worker (and the server) may be gone by then.  The
+ * worker takes resumed wakers after the rest of an epoll batch (so no
+ * event of the batch can name a connection a resume closed), re-checks
+ * that each is still its connection's current waker, and serves the
+ * connection.  A connection keeps its waker for the next suspension when
+ * nobody else holds it, so steady-state suspensions do not allocate.
  *
  * Never: block, take a lock on the data path, touch another worker's
  * connections, or log request bytes.
@@ -91,6 +115,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,14 +163,15 @@ typedef struct net_listener {
     socklen_t bound_len;
 } net_listener;
 
+typedef struct net_worker net_worker;
+
 /* One worker's view of one listener: the protocol's thread state. */
 typedef struct net_slot {
     const net_listener *l;
+    net_worker *w;             /* the worker this slot belongs to */
     void *thread_state;
     int initialised;
 } net_slot;
-
-typedef struct net_worker net_worker;
 
 typedef struct net_conn {
     uint8_t kind;              /* EP_CONN; first (epoll tag) */
@@ -156,6 +182,8 @@ typedef struct net_conn {
     uint8_t hs_want_write;     /* handshake waits for writability */
     uint8_t read_wants_write;  /* SSL_read needs writability */
     uint8_t write_wants_read;  /* SSL_write needs readability */
+    uint8_t suspended;         /* the protocol waits for `waker` to be resumed */
+    uint8_t resumed;           /* call process once even without input */
     uint32_t events;           /* epoll mask registered now */
     int fd;
     SSL *ssl;                  /* NULL for plaintext */
@@ -165,6 +193,7 @@ typedef struct net_conn {
     size_t out_off;
     size_t want;               /* bytes the incomplete request needs in total (proto hint), 0 unknown */
     size_t accounted;          /* in.cap + out.cap as counted in the worker's buffer_bytes */
+    net_waker *waker;          /* the latest suspension's (one reference), or NULL */
     struct net_conn *prev, *next; /* the worker's list of open connections */
     max_align_t session[];     /* proto->session_size bytes */
 } net_conn;
@@ -180,12 +209,22 @@ typedef struct net_handoff {
     uint32_t listener;         /* index into net_server.listeners */
 } net_handoff;
 
-/* The acceptor appends, the worker takes everything at once (it swaps the
- * array with its own empty one), both under mu.  Grows, never shrinks. */
+struct net_waker {
+    pthread_mutex_t mu;        /* guards conn; resumes push to the inbox under it */
+    net_conn *conn;            /* NULL once the connection closed */
+    net_worker *w;             /* the connection's worker; used only while conn is set */
+    atomic_int refs;
+    net_waker *next;           /* in the inbox's resume list */
+};
+
+/* The acceptor appends handoffs, any thread appends resumed wakers; the
+ * worker takes everything at once (it swaps the array with its own empty
+ * one and takes the list), all under mu.  The array grows, never shrinks. */
 typedef struct net_inbox {
     pthread_mutex_t mu;
     net_handoff *items;
     size_t n, cap;
+    net_waker *resumed;        /* most recent first */
 } net_inbox;
 
 struct net_worker {
@@ -298,12 +337,106 @@ static void conn_account(net_worker *w, net_conn *c)
     c->accounted = now;
 }
 
+/* ---- wakers (see "Suspension and wakers" above) ----------------------------- */
+
+static void waker_unref(net_waker *k)
+{
+    if (atomic_fetch_sub_explicit(&k->refs, 1, memory_order_acq_rel) == 1) {
+        pthread_mutex_destroy(&k->mu);
+        free(k);
+    }
+}
+
+/* Worker: the connection lets go of its waker (it closes, or needs a new
+ * one); k goes dead, so a resume still to come does nothing. */
+static void waker_kill(net_waker *k)
+{
+    pthread_mutex_lock(&k->mu);
+    k->conn = NULL;
+    pthread_mutex_unlock(&k->mu);
+    waker_unref(k);
+}
+
+net_conn *net_session_conn(void *session)
+{
+    return (net_conn *)((char *)session - offsetof(net_conn, session));
+}
+
+net_waker *net_conn_suspend(net_conn *c)
+{
+    net_waker *k = c->waker;
+    /* Reuse the connection's waker when nobody else holds it; one still
+     * held (a resume not yet taken, or a protocol that suspended twice)
+     * must not wake this suspension. */
+    if (k && atomic_load_explicit(&k->refs, memory_order_acquire) != 1) {
+        waker_kill(k);
+        c->waker = k = NULL;
+    }
+    if (!k) {
+        k = calloc(1, sizeof *k);
+        if (!k)
+            return NULL;
+        if (pthread_mutex_init(&k->mu, NULL) != 0) {
+            free(k);
+            return NULL;
+        }
+        k->conn = c;
+        k->w = c->slot->w;
+        atomic_init(&k->refs, 1); /* the connection's */
+        c->waker = k;
+    }
+    atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed); /* the caller's */
+    c->suspended = 1;
+    return k;
+}
+
+static void worker_notify(net_worker *w)
+{
+    uint64_t one = 1;
+    ssize_t r = write(w->notify_fd, &one, sizeof one);
+    (void)r; /* EAGAIN only when the counter is full: a notify is pending anyway */
+}
+
+void net_waker_resume(net_waker *k)
+{
+    pthread_mutex_lock(&k->mu);
+    if (!k->conn) {
+        pthread_mutex_unlock(&k->mu);
+        waker_unref(k);
+        return;
+    }
+    /* Alive: the worker cannot close the connection (nor exit) until we
+     * release k->mu, so it is safe to reach it. */
+    net_worker *w = k->w;
+    net_inbox *q = &w->inbox;
+    pthread_mutex_lock(&q->mu);
+    int was_empty = q->n == 0 && !q->resumed;
+    k->next = q->resumed; /* the caller's reference moves to the list */
+    q->resumed = k;
+    pthread_mutex_unlock(&q->mu);
+    if (was_empty)
+        worker_notify(w);
+    pthread_mutex_unlock(&k->mu);
+}
+
+int net_waker_alive(net_waker *k)
+{
+    pthread_mutex_lock(&k->mu);
+    int alive = k->conn != NULL;
+    pthread_mutex_unlock(&k->mu);
+    return alive;
+}
+
 /* Frees everything the connection owns.  `graceful`: we chose to close
  * (quit, end of stream), so a TLS close_notify is worth sending. */
 static void conn_close(net_worker *w, net_conn *c, int graceful)
 {
     const net_proto *p = c->slot->l->proto;
 
+    if (c->waker) { /* dead before session_fini: the protocol's resumes are no-ops */
+        waker_kill(c->waker);
+        c->waker = NULL;
+    }
     if (p->session_fini)
         p->session_fini(c->session, c->slot->thread_state);
     if (c->ssl) {
@@ -333,6 +466,8 @@ static uint32_t conn_mask(const net_conn *c)
         return c->hs_want_write ? EPOLLOUT : EPOLLIN;
     if (conn_out_pending(c))
         return c->write_wants_read ? EPOLLIN : EPOLLOUT;
+    if (c->suspended)
+        return 0; /* only EPOLLERR/EPOLLHUP, which epoll always reports */
     if (c->read_wants_write)
         return EPOLLOUT;
     return EPOLLIN;
@@ -480,12 +615,15 @@ static ssize_t conn_recv(net_worker *w, net_conn *c, uint8_t *dst, size_t cap, i
  */
 static size_t conn_process(net_conn *c, const uint8_t *in, size_t len)
 {
+    static const uint8_t none[1];
     const net_proto *p = c->slot->l->proto;
     size_t done = 0;
 
+    if (!in)
+        in = none; /* a resumed call with nothing buffered */
     c->need_more = 0;
     c->want = 0;
-    while (done < len && !c->closing) {
+    while ((done < len || c->resumed) && !c->closing && !c->suspended) {
         if (conn_out_pending(c) >= NET_OUT_HIGH_WATER)
             break;
         size_t avail = len - done;
@@ -493,6 +631,7 @@ static size_t conn_process(net_conn *c, const uint8_t *in, size_t len)
         for (;;) {
             size_t want = 0;
             int close = 0;
+            c->resumed = 0;
             size_t used = p->process(c->session, c->slot->thread_state, in + done, n,
                                      &c->out, &close, &want);
             CL_ASSERT(used <= n);
@@ -501,6 +640,10 @@ static size_t conn_process(net_conn *c, const uint8_t *in, size_t len)
                 c->closing = 1;
                 break;
             }
+            if (c->suspended)
+                return done; /* the rest waits, held, for net_waker_resume */
+            if (avail == 0)
+                break; /* the resumed call had no input */
             if (used) {
                 if (want > len - done) { /* the rest is the start of a known-size request */
                     c->need_more = 1;
@@ -607,7 +750,7 @@ static void conn_finish(net_worker *w, net_conn *c)
         }
     }
     if (!conn_out_pending(c) &&
-        (c->closing || (c->eof && (c->in.len == 0 || c->need_more)))) {
+        (c->closing || (c->eof && !c->suspended && (c->in.len == 0 || c->need_more)))) {
         conn_close(w, c, 1);
         return;
     }
@@ -631,8 +774,10 @@ static void conn_serve(net_worker *w, net_conn *c, int try_read)
     int fresh = 0; /* bytes were just read into c->in */
 
     for (;;) {
-        /* Held-back complete requests, or an incomplete one that grew. */
-        if (c->in.len && !c->closing && (fresh || !c->need_more)) {
+        /* Held-back complete requests, an incomplete one that grew, or
+         * a resumed request. */
+        if ((c->in.len || c->resumed) && !c->closing && !c->suspended &&
+            (fresh || !c->need_more)) {
             fresh = 0;
             if (conn_input_own(w, c) < 0)
                 return;
@@ -647,7 +792,7 @@ static void conn_serve(net_worker *w, net_conn *c, int try_read)
                 break; /* backpressure: no reading until drained */
             continue;
         }
-        if (!try_read || c->closing || c->eof)
+        if (!try_read || c->closing || c->eof || c->suspended)
             break;
 
         uint8_t *dst;
@@ -707,6 +852,12 @@ static void conn_on_event(net_worker *w, net_conn *c, uint32_t events)
         return;
     }
     int readable = (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0;
+    if (c->suspended && !conn_out_pending(c)) {
+        /* Watching only for the client going away. */
+        if (events & (EPOLLHUP | EPOLLERR))
+            conn_close(w, c, 0);
+        return;
+    }
     if (conn_out_pending(c)) { /* paused by backpressure */
         int f = conn_flush(w, c);
         if (f < 0) {
@@ -791,17 +942,46 @@ static int inbox_push(net_worker *w, net_handoff h, int *was_empty)
         q->items = p;
         q->cap = cap;
     }
-    *was_empty = q->n == 0;
+    *was_empty = q->n == 0 && !q->resumed;
     q->items[q->n++] = h;
 out:
     pthread_mutex_unlock(&q->mu);
     return rc;
 }
 
+/* Worker thread: serves the connections whose wakers were resumed
+ * (list most recent first; served oldest first). */
+static void worker_resume(net_worker *w, net_waker *list)
+{
+    net_waker *fifo = NULL;
+    while (list) {
+        net_waker *k = list;
+        list = k->next;
+        k->next = fifo;
+        fifo = k;
+    }
+    while (fifo) {
+        net_waker *k = fifo;
+        fifo = k->next;
+        pthread_mutex_lock(&k->mu);
+        net_conn *c = k->conn; /* only this thread clears it, so it stays valid below */
+        pthread_mutex_unlock(&k->mu);
+        if (c && c->waker == k && c->suspended) {
+            c->suspended = 0;
+            c->resumed = 1;
+            /* Plaintext input that came meanwhile is reported by epoll
+             * once re-armed; OpenSSL may hold some that epoll cannot see. */
+            conn_serve(w, c, c->ssl && SSL_has_pending(c->ssl));
+        }
+        waker_unref(k); /* the list's reference */
+    }
+}
+
 /*
- * Worker thread: sets up every connection waiting in the inbox.  The
- * notify counter is reset before the inbox is taken, so a push that lands
- * after the swap finds the inbox empty and notifies again.
+ * Worker thread: sets up every connection waiting in the inbox and serves
+ * the resumed ones.  The notify counter is reset before the inbox is
+ * taken, so a push that lands after the swap finds the inbox empty and
+ * notifies again.
  */
 static void worker_take_inbox(net_worker *w)
 {
@@ -816,12 +996,15 @@ static void worker_take_inbox(net_worker *w)
     q->items = w->batch;
     q->cap = w->batch_cap;
     q->n = 0;
+    net_waker *resumed = q->resumed;
+    q->resumed = NULL;
     pthread_mutex_unlock(&q->mu);
     w->batch = items;
     w->batch_cap = cap;
 
     for (size_t i = 0; i < n; i++)
         conn_open(w, &w->slots[items[i].listener], items[i].fd);
+    worker_resume(w, resumed);
 }
 
 /* ---- the acceptor ------------------------------------------------------------ */
@@ -968,6 +1151,17 @@ static void worker_fini(net_worker *w)
 {
     while (w->conns)
         conn_close(w, w->conns, 0);
+    /* Every waker is dead now, so no resume can be queued any more; drop
+     * those that were. */
+    pthread_mutex_lock(&w->inbox.mu);
+    net_waker *k = w->inbox.resumed;
+    w->inbox.resumed = NULL;
+    pthread_mutex_unlock(&w->inbox.mu);
+    while (k) {
+        net_waker *next = k->next;
+        waker_unref(k);
+        k = next;
+    }
     for (size_t i = 0; i < w->srv->n_listeners; i++) {
         net_slot *sl = &w->slots[i];
         if (sl->initialised && sl->l->proto->thread_fini)
@@ -1011,12 +1205,14 @@ static void worker_loop(net_worker *w)
             CL_ASSERT(errno == EINTR);
             continue;
         }
+        int notified = 0;
         for (int i = 0; i < n; i++) {
             switch (*(const uint8_t *)ev[i].data.ptr) {
             case EP_STOP:
                 return;
             case EP_NOTIFY:
-                worker_take_inbox(w);
+                notified = 1; /* after the batch: a resume may close a connection
+                                 that has an event further down */
                 break;
             case EP_CONN:
                 conn_on_event(w, ev[i].data.ptr, ev[i].events);
@@ -1025,6 +1221,8 @@ static void worker_loop(net_worker *w)
                 CL_ASSERT(!"unknown epoll tag");
             }
         }
+        if (notified)
+            worker_take_inbox(w);
         /* Offer the CPU between batches.  A loaded worker always finds
          * work, so it would otherwise run until the scheduler tick (4 ms
          * at HZ=250) preempts it, and whatever waits on its core -- a
@@ -1150,8 +1348,10 @@ static int worker_create(net_server *s, int t, net_worker **out)
     w->slots = calloc(s->n_listeners, sizeof *w->slots);
     if (!w->slots)
         return CL_ENOMEM;
-    for (size_t i = 0; i < s->n_listeners; i++)
+    for (size_t i = 0; i < s->n_listeners; i++) {
         w->slots[i].l = &s->listeners[i];
+        w->slots[i].w = w;
+    }
     struct epoll_event stop = { .events = EPOLLIN, .data.ptr = (void *)&stop_tag };
     struct epoll_event notify = { .events = EPOLLIN, .data.ptr = (void *)&notify_tag };
     if (w->epfd < 0 || w->notify_fd < 0 ||
