@@ -1,18 +1,26 @@
 /*
- * cloisterd.c - the node daemon's main(): settings, then store, front door
- * and event loop, then wait for a stop signal.
+ * cloisterd.c - the node daemon's main(): settings, then store, listeners
+ * (memcached front door and HTTP gateway on one event loop), function
+ * runtime, then wait for a stop signal.
  *
  * Threads: main parses the settings, builds everything, starts the
  * network workers (net/server.c: N threads, each with its own epoll and
- * its own connections) and then only waits on a signalfd.  SIGTERM and
- * SIGINT are blocked in every thread (the mask is set before any thread
- * starts and inherited), so they are read from the signalfd by main and
- * nowhere else.  SIGPIPE is ignored.
+ * its own connections; both protocols share them), the runtime's
+ * executor threads (runtime/exec.c, --fn-threads) and then only waits on
+ * a signalfd.  SIGTERM and SIGINT are blocked in every thread (the mask
+ * is set before any thread starts and inherited), so they are read from
+ * the signalfd by main and nowhere else.  SIGPIPE is ignored.
  *
- * Shutdown order is the reverse of startup: stop the workers (they close
- * every connection and drop their store threads), then destroy the store
+ * Startup binds the listeners before it creates the runtime, so a port
+ * in use fails fast, before the state directory is touched.
+ *
+ * Shutdown order is the reverse of startup: stop the network workers
+ * (they close every connection and drop their store threads), wait for
+ * the gateway's deploy threads (http_context_fini), destroy the runtime
+ * (its executors finish queued invocations, then stop), then the store
  * (which zeroes its keys and unmaps the arena).  Files the user named
- * (arena file, ready file, certificates) are left in place.
+ * (arena file, ready file, certificates, state directory) are left in
+ * place.
  *
  * Exit status: 0 after a clean stop, 1 when startup fails, 2 for bad usage.
  */
@@ -20,10 +28,12 @@
 
 #include "../common/err.h"
 #include "../common/log.h"
+#include "../frontdoor/http.h"
 #include "../frontdoor/mc.h"
 #include "../net/addr.h"
 #include "../net/server.h"
 #include "../net/tls.h"
+#include "../runtime/runtime.h"
 #include "../store/store.h"
 
 #include <errno.h>
@@ -50,7 +60,7 @@ static void conn_stats(void *arg, uint64_t *curr, uint64_t *total)
 
 /* Writes the ready file atomically: a temporary file in the same
  * directory, then rename(2), so a reader sees nothing or all of it. */
-static int write_ready_file(const char *path, const char *addr, int tls)
+static int write_ready_file(const char *path, const char *addr, const char *http, int tls)
 {
     size_t n = strlen(path) + 32;
     char *tmp = malloc(n);
@@ -60,8 +70,8 @@ static int write_ready_file(const char *path, const char *addr, int tls)
     FILE *f = fopen(tmp, "w");
     int ok = f != NULL;
     if (ok) {
-        ok = fprintf(f, "{\"pid\": %ld, \"memcached\": \"%s\", \"tls\": %s}\n", (long)getpid(),
-                     addr, tls ? "true" : "false") > 0;
+        ok = fprintf(f, "{\"pid\": %ld, \"memcached\": \"%s\", \"http\": \"%s\", \"tls\": %s}\n",
+                     (long)getpid(), addr, http, tls ? "true" : "false") > 0;
         ok = (fclose(f) == 0) && ok;
         ok = ok && rename(tmp, path) == 0;
         if (!ok)
@@ -71,6 +81,26 @@ static int write_ready_file(const char *path, const char *addr, int tls)
         fprintf(stderr, "cloisterd: cannot write the ready file '%s': %s\n", path, strerror(errno));
     free(tmp);
     return ok ? 0 : -1;
+}
+
+/* Creates the function runtime (state directory, compile cache, executor
+ * threads) from the settings.  CL_OK, or a code with a message printed. */
+static int start_runtime(const daemon_config *cfg, store *st, rt **out)
+{
+    rt_config rcfg = {
+        .store = st,
+        .state_dir = cfg->state_dir,
+        .exec_threads = cfg->fn_threads,
+        .max_memory_pages = (uint32_t)(cfg->fn_memory_mb * 16), /* 64 KiB pages */
+        .timeout_ms = cfg->fn_timeout_ms,
+        .max_output_bytes = cfg->fn_max_output,
+        .max_input_bytes = cfg->max_body,
+    };
+    int rc = rt_create(&rcfg, out);
+    if (rc != CL_OK)
+        fprintf(stderr, "cloisterd: cannot start the function runtime with --state-dir '%s': %s "
+                        "(see the log lines above)\n", cfg->state_dir, cl_strerror(rc));
+    return rc;
 }
 
 /* Blocks until SIGTERM or SIGINT; returns its number. */
@@ -96,6 +126,9 @@ int main(int argc, char **argv)
     SSL_CTX *ssl_ctx = NULL;
     store *st = NULL;
     net_server *srv = NULL;
+    rt *runtime = NULL;
+    http_context http;
+    int http_ready = 0;
     int sfd = -1;
 
     daemon_config_init(&cfg);
@@ -170,27 +203,53 @@ int main(int argc, char **argv)
     net_proto proto = mc_net_proto;
     proto.max_pending = mc_max_pending(&mc);
 
-    net_listener_config lc = { .addr = cfg.listen, .proto = &proto, .proto_arg = &mc,
-                               .ssl_ctx = ssl_ctx };
-    net_server_config nc = { .listeners = &lc, .n_listeners = 1, .threads = cfg.threads };
-    if (net_server_create(&nc, &srv) != CL_OK) {
-        fprintf(stderr, "cloisterd: cannot listen on %s (see the log line above); "
-                        "choose another --listen address or stop what uses it\n", cfg.listen);
+    /* The gateway's context; the runtime is attached once it exists
+     * (before the workers start and call thread_init). */
+    if (http_context_init(&http) != CL_OK) {
+        fprintf(stderr, "cloisterd: out of memory\n");
         goto out;
     }
+    http_ready = 1;
+    http.ops = &http_rt_ops;
+    http.store = st;
+    http.version = CLOISTER_VERSION;
+    http.max_body_bytes = cfg.max_body;
+
+    net_listener_config lc[2] = {
+        { .addr = cfg.listen, .proto = &proto, .proto_arg = &mc, .ssl_ctx = ssl_ctx },
+        { .addr = cfg.http, .proto = &http_net_proto, .proto_arg = &http, .ssl_ctx = ssl_ctx },
+    };
+    net_server_config nc = { .listeners = lc, .n_listeners = 2, .threads = cfg.threads };
+    if (net_server_create(&nc, &srv) != CL_OK) {
+        fprintf(stderr, "cloisterd: cannot listen on %s or %s (see the log line above); "
+                        "choose other --listen / --http addresses or stop what uses them\n",
+                cfg.listen, cfg.http);
+        goto out;
+    }
+    char http_bound[NET_ADDR_STRLEN] = "";
     net_server_listener_name(srv, 0, bound, sizeof bound);
+    net_server_listener_name(srv, 1, http_bound, sizeof http_bound);
+
+    if (start_runtime(&cfg, st, &runtime) != CL_OK)
+        goto out;
+    http.runtime = runtime;
+
     if (net_server_start(srv) != CL_OK) {
         fprintf(stderr, "cloisterd: cannot start the worker threads\n");
         goto out;
     }
 
-    cl_log_info(MOD, "cloisterd %s serving memcached on %s, TLS %s, memory %zu MB, "
-                     "max value %zu bytes, arena %s, %d threads, eviction %s",
-                CLOISTER_VERSION, bound,
+    cl_log_info(MOD, "cloisterd %s serving memcached on %s and HTTP%s on %s, TLS %s, "
+                     "memory %zu MB, max value %zu bytes, arena %s, %d threads, eviction %s",
+                CLOISTER_VERSION, bound, tls ? "S" : "", http_bound,
                 !tls ? "off (plaintext)" : cfg.tls_ca ? "1.3 with client certificates" : "1.3",
                 cfg.memory_mb, cfg.max_value, cfg.arena_file ? cfg.arena_file : "in anonymous memory",
                 cfg.threads, cfg.evict_lru ? "lru" : "none");
-    if (cfg.ready_file && write_ready_file(cfg.ready_file, bound, tls) != 0)
+    cl_log_info(MOD, "functions: %d executor threads, time-out %u ms, memory %zu MB per "
+                     "instance, output %zu bytes, request body %zu bytes, state in %s",
+                cfg.fn_threads, cfg.fn_timeout_ms, cfg.fn_memory_mb, cfg.fn_max_output,
+                cfg.max_body, cfg.state_dir);
+    if (cfg.ready_file && write_ready_file(cfg.ready_file, bound, http_bound, tls) != 0)
         goto out;
 
     int sig = wait_for_stop(sfd);
@@ -199,6 +258,9 @@ int main(int argc, char **argv)
 
 out:
     net_server_destroy(srv); /* stops the workers first: no store thread outlives this */
+    if (http_ready)
+        http_context_fini(&http); /* waits for deploy threads, which use the runtime */
+    rt_destroy(runtime);          /* finishes queued invocations, stops the executors */
     store_destroy(st);
     SSL_CTX_free(ssl_ctx);
     if (sfd >= 0)

@@ -26,6 +26,11 @@
 #define MAX_THREADS 1024
 #define MAX_VALUE_LIMIT ((size_t)1 << 30) /* the store's ceiling (1 GiB) */
 #define MAX_MEMORY_MB ((size_t)1 << 22)   /* 4 TiB: far beyond any host, catches typos */
+#define MAX_FN_MEMORY_MB 4096             /* the 32-bit linear memory: 65536 pages */
+#define MAX_FN_TIMEOUT_MS 3600000u        /* an hour */
+#define MAX_FN_BYTES ((size_t)1 << 30)    /* output and body caps */
+#define DEFAULT_HTTP "127.0.0.1:8080"
+#define DEFAULT_STATE_DIR "./cloister-state"
 
 typedef int (*config_setter)(daemon_config *cfg, const char *value, char *err, size_t errlen);
 
@@ -196,6 +201,73 @@ static int set_ready_file(daemon_config *cfg, const char *v, char *err, size_t e
     return set_string(&cfg->ready_file, v, "ready-file", err, errlen);
 }
 
+static int set_http(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (net_addr_parse(v, &ss, &len) != 0)
+        return errf(err, errlen,
+                    "--http '%s' is not a usable address: expected HOST:PORT, e.g. "
+                    "127.0.0.1:8080 or [::1]:8080 (port 0 picks a free port)", v);
+    return set_string(&cfg->http, v, "http", err, errlen);
+}
+
+static int set_state_dir(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    return set_string(&cfg->state_dir, v, "state-dir", err, errlen);
+}
+
+static int set_fn_threads(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    size_t n;
+    if (parse_size(v, 0, &n) != 0 || n == 0 || n > MAX_THREADS)
+        return errf(err, errlen, "--fn-threads '%s' is not a thread count between 1 and %d", v,
+                    MAX_THREADS);
+    cfg->fn_threads = (int)n;
+    return 0;
+}
+
+static int set_fn_timeout(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    size_t n;
+    if (parse_size(v, 0, &n) != 0 || n == 0 || n > MAX_FN_TIMEOUT_MS)
+        return errf(err, errlen,
+                    "--fn-timeout '%s' is not a time in milliseconds between 1 and %u", v,
+                    MAX_FN_TIMEOUT_MS);
+    cfg->fn_timeout_ms = (unsigned)n;
+    return 0;
+}
+
+static int set_fn_memory(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    size_t n;
+    if (parse_size(v, 0, &n) != 0 || n == 0 || n > MAX_FN_MEMORY_MB)
+        return errf(err, errlen, "--fn-memory '%s' is not a size in megabytes between 1 and %d",
+                    v, MAX_FN_MEMORY_MB);
+    cfg->fn_memory_mb = n;
+    return 0;
+}
+
+static int set_fn_max_output(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    size_t n;
+    if (parse_size(v, 1, &n) != 0 || n == 0 || n > MAX_FN_BYTES)
+        return errf(err, errlen, "--fn-max-output '%s' is not a size between 1 byte and 1g "
+                    "(bytes, or with a k/m/g suffix, e.g. 4m)", v);
+    cfg->fn_max_output = n;
+    return 0;
+}
+
+static int set_max_body(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    size_t n;
+    if (parse_size(v, 1, &n) != 0 || n == 0 || n > MAX_FN_BYTES)
+        return errf(err, errlen, "--max-body '%s' is not a size between 1 byte and 1g "
+                    "(bytes, or with a k/m/g suffix, e.g. 4m)", v);
+    cfg->max_body = n;
+    return 0;
+}
+
 static int set_log_level(daemon_config *cfg, const char *v, char *err, size_t errlen)
 {
     static const char *const names[] = { "error", "warn", "info", "debug" };
@@ -248,9 +320,28 @@ static const config_option options[] = {
     { "evict", 0, "lru|none", set_evict,
       "when memory is full: none = refuse writes (storage semantics), lru = evict the least "
       "recently used items (cache semantics)", "none", 1 },
+    { "http", 0, "HOST:PORT", set_http,
+      "serve the HTTP gateway (invoke, deploy, list, remove, logs, /healthz, /metrics) on this "
+      "address: HTTPS with --tls-cert/--tls-key, plain HTTP only with --plaintext (port 0 = any "
+      "free port)", DEFAULT_HTTP, 1 },
+    { "state-dir", 0, "DIR", set_state_dir,
+      "keep the compile cache (DIR/cache) and the platform key here; created if missing",
+      DEFAULT_STATE_DIR " (relative to the working directory)", 1 },
+    { "fn-threads", 0, "N", set_fn_threads, "executor threads that run functions",
+      "number of CPUs", 1 },
+    { "fn-timeout", 0, "MS", set_fn_timeout,
+      "wall time one invocation may take, in milliseconds; a function still running then is "
+      "stopped (HTTP 504)", "5000", 1 },
+    { "fn-memory", 0, "MB", set_fn_memory,
+      "linear memory one function instance may grow to, in megabytes", "64", 1 },
+    { "fn-max-output", 0, "BYTES", set_fn_max_output,
+      "largest response body one invocation may produce; k/m suffixes allowed", "4m", 1 },
+    { "max-body", 0, "BYTES", set_max_body,
+      "largest request body an invocation accepts (HTTP 413 beyond); k/m suffixes allowed",
+      "4m", 1 },
     { "ready-file", 0, "PATH", set_ready_file,
-      "once listening, write {\"pid\", \"memcached\", \"tls\"} as JSON to PATH (atomically)",
-      NULL, 1 },
+      "once listening, write {\"pid\", \"memcached\", \"http\", \"tls\"} as JSON to PATH "
+      "(atomically)", NULL, 1 },
     { "log-level", 0, "LEVEL", set_log_level, "error, warn, info or debug", "info", 1 },
     { "verbose", 'v', NULL, set_verbose, "log more (repeatable: -vv)", NULL, 0 },
 };
@@ -293,7 +384,8 @@ void daemon_config_usage(FILE *out)
     fprintf(out,
             "Usage: cloisterd [OPTION]...\n"
             "Cloister's node daemon: a memcached-protocol (text and meta) key-value store\n"
-            "whose values are sealed with AES-256-GCM, served over TLS 1.3.\n"
+            "whose values are sealed with AES-256-GCM, and a function runtime (WebAssembly\n"
+            "and native functions) behind an HTTP gateway, both served over TLS 1.3.\n"
             "\nOptions:\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const config_option *o = &options[i];
@@ -311,7 +403,8 @@ void daemon_config_usage(FILE *out)
         print_wrapped(out, text, 29, 79);
     }
     fprintf(out,
-            "\nTLS is required unless --plaintext is given: pass --tls-cert and --tls-key.\n"
+            "\nTLS is required unless --plaintext is given: pass --tls-cert and --tls-key\n"
+            "(both listeners, memcached and HTTP, use them).\n"
             "SIGTERM or SIGINT stops the daemon cleanly (exit status 0).\n"
             "Exit status: 0 after a clean stop, 1 when startup fails (files, ports, memory),\n"
             "2 for bad usage.\n");
@@ -385,6 +478,11 @@ void daemon_config_init(daemon_config *cfg)
     cfg->max_value = (size_t)1 << 20;
     cfg->threads = ncpu > 0 ? (ncpu < MAX_THREADS ? (int)ncpu : MAX_THREADS) : 1;
     cfg->log_level = CL_LOG_INFO;
+    cfg->fn_threads = cfg->threads;
+    cfg->fn_timeout_ms = 5000;
+    cfg->fn_memory_mb = 64;
+    cfg->fn_max_output = (size_t)4 << 20;
+    cfg->max_body = (size_t)4 << 20;
 }
 
 void daemon_config_fini(daemon_config *cfg)
@@ -396,12 +494,19 @@ void daemon_config_fini(daemon_config *cfg)
     free(cfg->arena_file);
     free(cfg->config_file);
     free(cfg->ready_file);
+    free(cfg->http);
+    free(cfg->state_dir);
     memset(cfg, 0, sizeof *cfg);
 }
 
 static int check_combination(daemon_config *cfg, char *err, size_t errlen)
 {
     if (!cfg->listen && set_string(&cfg->listen, "127.0.0.1:11211", "listen", err, errlen) != 0)
+        return -1;
+    if (!cfg->http && set_string(&cfg->http, DEFAULT_HTTP, "http", err, errlen) != 0)
+        return -1;
+    if (!cfg->state_dir &&
+        set_string(&cfg->state_dir, DEFAULT_STATE_DIR, "state-dir", err, errlen) != 0)
         return -1;
     int tls = cfg->tls_cert || cfg->tls_key;
     if (tls && (!cfg->tls_cert || !cfg->tls_key))

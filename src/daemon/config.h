@@ -30,6 +30,13 @@ typedef struct daemon_config {
     int evict_lru;       /* 1: --evict lru */
     char *config_file;   /* the file read, if any */
     char *ready_file;    /* JSON written once listening */
+    char *http;          /* HTTP gateway address, "HOST:PORT" */
+    char *state_dir;     /* compile cache and platform key */
+    int fn_threads;      /* executor threads running functions */
+    unsigned fn_timeout_ms;  /* wall time per invocation */
+    size_t fn_memory_mb; /* linear memory cap per instance */
+    size_t fn_max_output;/* output bytes per invocation */
+    size_t max_body;     /* request body bytes per invocation */
     int log_level;       /* CL_LOG_*; after parsing, raised by one per -v */
     int verbose;         /* number of -v */
 } daemon_config;

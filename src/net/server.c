@@ -445,7 +445,13 @@ static void conn_close(net_worker *w, net_conn *c, int graceful)
         SSL_free(c->ssl);
         ERR_clear_error();
     }
-    close(c->fd); /* also removes it from the epoll set (never dup'ed) */
+    /* Deregister explicitly: close() removes an fd from epoll only when no
+     * other descriptor shares its open file, and a child being spawned
+     * (compile.c, native.c: posix_spawn) holds copies of every fd until
+     * its exec closes the CLOEXEC ones -- in that window the epoll set
+     * would keep reporting this freed connection. */
+    (void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
     else

@@ -5,6 +5,9 @@
  * This is the runtime's whole public API, used by the HTTP gateway
  * (frontdoor/http*.c) and cloisterd.  Inside, the runtime is:
  *
+ *   rt.c        this API: deploy (validate, compile, load, commit to the
+ *               store, swap), invoke (queue to an executor, run, count),
+ *               list, remove, logs, metrics; owns everything below
  *   registry.c  functions by (tenant, name): module hash, kind, sizes,
  *               deploy time, counters; the module bytes and the registry
  *               records are kept sealed in the store (reserved keys), so
@@ -15,15 +18,23 @@
  *   wasm_rt.c   Cloister's implementation of wabt's wasm-rt.h (thread
  *               safe traps, memories in sandbox slots)
  *   sandbox.c   slots (reserved address ranges with guard pages), memory
- *               templates (copy-on-write restore), limits, trap handling
+ *   template.c  templates (copy-on-write restore), limits; trap.c: trap
+ *   trap.c      handling (signals, stack guard, wall-time timer)
  *   host.c      the imports: cloister_* (function.h) and the WASI subset
  *   locks.c     the lock table behind cloister_lock/unlock
+ *   fnlog.c     each function's log ring
  *   native.c    native functions in pre-forked, seccomp-confined workers
  *   exec.c      the executor threads that run invocations
  *
  * Threading: deploy, remove and list may be called from any thread;
  * invocations run on the runtime's executor threads (never on a network
- * worker), and report completion through a callback.
+ * worker), and report completion through a callback.  A deploy blocks
+ * (compiling takes seconds); call it off the network threads.
+ *
+ * Versions: a redeploy swaps the function's code atomically; invocations
+ * already running finish on the version they started with, which is
+ * released with the last of them.  Counters and the log belong to the
+ * name and survive redeploys (not a removal).
  *
  * Namespaces: a tenant's function keys are stored under a reserved prefix
  * that no memcached client can name (front doors refuse keys starting
@@ -45,8 +56,9 @@
 typedef struct rt rt;
 
 typedef struct rt_config {
-    store *store;
-    const char *state_dir;        /* compile cache lives in state_dir/cache */
+    store *store;                 /* required; holds module bytes and records too */
+    const char *state_dir;        /* required; created if missing: the compile cache
+                                     (state_dir/cache) and the platform key */
     int exec_threads;             /* executor threads; 0 = number of CPUs */
     size_t max_module_bytes;      /* largest module accepted (default 16 MiB) */
     uint32_t max_memory_pages;    /* per-instance linear memory cap, 64 KiB pages (default 1024 = 64 MiB) */
@@ -55,10 +67,22 @@ typedef struct rt_config {
     size_t max_input_bytes;       /* request body cap (default 4 MiB) */
     int native_workers;           /* pre-forked processes per native function (default 2) */
     const char *cc;               /* C compiler (default "cc") */
-    const char *wasm2c;           /* wasm2c (default "wasm2c") */
+    const char *wasm2c;           /* wasm2c (default: the one CMake found) */
 } rt_config;
 
+/*
+ * Creates the runtime: state directory, compile cache, executor threads,
+ * then the functions recorded in the store (a restarted single node has
+ * none; a cluster node learns every function this way).  When the
+ * compile cache cannot be opened (e.g. wasm2c missing) the runtime still
+ * starts: WebAssembly deploys are refused with the reason.  Returns
+ * CL_OK, CL_EINVAL (no store / state_dir), CL_EIO (state_dir cannot be
+ * created), CL_ENOMEM.
+ */
 int rt_create(const rt_config *cfg, rt **out) __attribute__((warn_unused_result));
+
+/* Finishes queued invocations, stops the executors, unloads everything.
+ * No other call may be running or start.  NULL is a no-op. */
 void rt_destroy(rt *r);
 
 /* ---- deploy / list / remove ------------------------------------------- */
@@ -87,7 +111,10 @@ typedef void (*rt_progress_fn)(void *arg, const char *stage, int pct);
  * On failure nothing already deployed changes and `err` gets a message for
  * the user saying why (e.g. "import cloister.fork is not part of the ABI").
  * Returns CL_OK, CL_EINVAL (bad name, malformed or non-validating module,
- * forbidden import), CL_ETOOBIG, CL_EIO (compiler failed), CL_EFULL.
+ * forbidden import, init trapped), CL_ETOOBIG, CL_EIO (compiler failed,
+ * or WebAssembly unavailable on this node), CL_EFULL (the store has no
+ * room for the module), CL_ENOMEM.  `info` (may be NULL) describes the
+ * deployed version; `progress` (may be NULL) is called on this thread.
  */
 int rt_deploy(rt *r, const char *tenant, const char *name,
               const uint8_t *module, size_t len,
@@ -129,8 +156,10 @@ typedef struct rt_result {
  * Runs function `name` of `tenant` with `input` on an executor thread.
  * The input is copied; `output` is filled by the function and must stay
  * valid until `done` is called.  `done` runs exactly once, on an executor
- * thread (or, for immediate failures, on the calling thread before
- * rt_invoke returns).  Returns CL_OK when queued or completed.
+ * thread (or, for immediate failures -- RT_NOT_FOUND, RT_TOO_LARGE,
+ * RT_OVERLOADED when the executors' queue is full -- on the calling
+ * thread before rt_invoke returns).  Returns CL_OK (always: every
+ * outcome is reported through `done`).
  */
 typedef void (*rt_done_fn)(void *arg, const rt_result *res);
 int rt_invoke(rt *r, const char *tenant, const char *name,

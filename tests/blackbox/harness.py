@@ -344,6 +344,7 @@ class Server:
         self.tls_ca = tls_ca
         self.host = "127.0.0.1"
         self.port = None
+        self.http_port = None   # cloisterd's HTTP gateway (from the ready file)
         self.proc = None
         self.stopped = False
         self.stderr_path = os.path.join(env.tmp, "server-%d.stderr" % env.next_id())
@@ -388,6 +389,13 @@ class Server:
                         ("--arena-file", arena_file), ("--config", config)):
             if v is not None:
                 a += [flag, str(v)]
+        # The HTTP gateway on a free port, and one state directory (compile
+        # cache, platform key) for every server of this file, unless the
+        # case chooses its own.
+        if "--http" not in extra:
+            a += ["--http", "127.0.0.1:0"]
+        if "--state-dir" not in extra:
+            a += ["--state-dir", self.env.state_dir]
         return a + extra
 
     def start(self):
@@ -429,6 +437,10 @@ class Server:
         m = re.match(r"127\.0\.0\.1:(\d+)$", str(info.get("memcached")))
         check(m and int(m.group(1)) > 0, "ready file memcached address: %r" % info.get("memcached"))
         self.port = int(m.group(1))
+        if "http" in info:
+            m = re.match(r"127\.0\.0\.1:(\d+)$", str(info.get("http")))
+            check(m and int(m.group(1)) > 0, "ready file http address: %r" % info.get("http"))
+            self.http_port = int(m.group(1))
 
     def _wait_port(self):
         deadline = time.monotonic() + START_TIMEOUT
@@ -542,6 +554,7 @@ class Env:
         self.mode = opts.mode
         self.tls = opts.mode == "tls"
         self.tmp = tempfile.mkdtemp(prefix="cloister-bb-")
+        self.state_dir = os.path.join(self.tmp, "state")   # cloisterd --state-dir
         self.cloisterd = os.path.join(opts.build, "cloisterd")
         self.rng = random.Random(opts.seed)
         self._ids = 0

@@ -317,7 +317,10 @@ static void test_limits_and_deploy_slots(void)
     tc_close(a);
     tc_close(b);
 
-    /* A deploy whose client left holds the context until it ends. */
+    /* A deploy whose client left holds the context until it ends.  Its
+     * steps are long enough that it is still running after the server is
+     * destroyed, however loaded the machine. */
+    fake.deploy_step_ms = 400;
     c = tc_connect(g.port, g_cctx);
     MUST(c != NULL);
     MUST(tc_write(c, req, sizeof req - 1) == 0);

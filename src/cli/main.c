@@ -1,0 +1,246 @@
+/*
+ * main.c - `cloister`, the command-line tool: parses the options, finds
+ * the command in the table and runs it (cli.h).
+ *
+ * Options may come before or after the command and its arguments
+ * (`cloister --node A invoke hello --data x` = `cloister invoke hello
+ * --data x --node A`); "--" ends the options (for a value that starts
+ * with '-').  Each command accepts the global options plus its own; any
+ * other option is a usage error naming it.
+ */
+#include "cli.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct cli_command {
+    const char *name;
+    int (*run)(const cli_opts *o);
+    unsigned options;          /* OPT_* bits it takes */
+    int min_args, max_args;    /* positional arguments after the command */
+    const char *synopsis;
+    const char *help;
+} cli_command;
+
+static const cli_command commands[] = {
+    { "deploy", cmd_deploy, OPT_NAME, 1, 1, "deploy FILE [--name NAME] [--tenant T]",
+      "Deploys FILE (a WebAssembly module, .wasm, or a native shared object, .so) as\n"
+      "function NAME (default: FILE's base name), replacing any function of that\n"
+      "name.  Shows the node's progress while it validates and compiles.\n" },
+    { "invoke", cmd_invoke, OPT_DATA | OPT_DATA_FILE, 1, 1,
+      "invoke NAME [--data STR | --data-file FILE|-] [--tenant T]",
+      "Invokes function NAME with the request body STR, the contents of FILE, or\n"
+      "standard input (--data-file -), and prints the function's output.  When the\n"
+      "function fails (HTTP 500: it trapped or returned nonzero; 504: it ran out of\n"
+      "time) its output is still printed, and the status and reason go to stderr;\n"
+      "the exit status is then 1.\n" },
+    { "ls", cmd_ls, OPT_JSON, 0, 0, "ls [--tenant T] [--json]",
+      "Lists the deployed functions: name, tenant, kind, SHA-256 (short), module\n"
+      "size, deploy time, invocations and errors since the node started.\n"
+      "--json prints the node's JSON instead of the table.\n" },
+    { "rm", cmd_rm, 0, 1, 1, "rm NAME [--tenant T]",
+      "Removes function NAME.  Invocations already running finish.\n" },
+    { "logs", cmd_logs, 0, 1, 1, "logs NAME [--tenant T]",
+      "Prints the recent log lines of function NAME (cloister_log, printf and the\n"
+      "runtime's own notes such as traps), oldest first.\n" },
+    { "kv", cmd_kv, 0, 2, 3, "kv get KEY | kv set KEY VALUE | kv delete KEY",
+      "Reads, writes or deletes KEY in the node's store over the memcached protocol\n"
+      "(--memcached HOST:PORT).  get prints the value as stored.  These are the\n"
+      "store's plain keys; functions keep their own keys in per-tenant namespaces\n"
+      "that the memcached protocol cannot name.\n" },
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const char global_help[] =
+    "Global options:\n"
+    "  --node HOST:PORT        the node's HTTP gateway (default 127.0.0.1:8080)\n"
+    "  --memcached HOST:PORT   the node's memcached address (default 127.0.0.1:11211)\n"
+    "  --dir DIR               take the node, CA and client certificate from\n"
+    "                          DIR/cluster.json (written by 'cloister up')\n"
+    "  --ca FILE               CA certificate (PEM) to verify the node with\n"
+    "                          (default: the system's trusted CAs)\n"
+    "  --cert FILE, --key FILE client certificate and key (PEM), when the node\n"
+    "                          requires one\n"
+    "  --plaintext             talk to a node started with --plaintext (no TLS)\n"
+    "  --tenant T              the tenant whose functions to act on (default: the\n"
+    "                          node's default tenant)\n"
+    "  --timeout SECONDS       give up on a silent node after this long\n"
+    "                          (default 60; deploy 600)\n"
+    "  -h, --help              show help (also: cloister COMMAND --help)\n"
+    "  --version               print the version\n"
+    "Environment: CLOISTER_NODE, CLOISTER_MEMCACHED, CLOISTER_DIR, CLOISTER_CA,\n"
+    "CLOISTER_CERT, CLOISTER_KEY, CLOISTER_PLAINTEXT=1 stand in for the flags.\n";
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: cloister [OPTIONS] COMMAND [ARGS]\n"
+                 "Deploy and invoke functions on a Cloister node, and reach its store.\n\n"
+                 "Commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %s\n", commands[i].synopsis);
+    fprintf(out, "\n%s\nExit status: 0 success, 1 failure, 2 bad usage.\n", global_help);
+}
+
+static void command_usage(const cli_command *c, FILE *out)
+{
+    fprintf(out, "Usage: cloister %s\n\n%s\n%s", c->synopsis, c->help, global_help);
+}
+
+static const cli_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+enum {
+    O_NODE = 256, O_MEMCACHED, O_CA, O_CERT, O_KEY, O_DIR, O_TENANT, O_PLAINTEXT, O_TIMEOUT,
+    O_NAME, O_DATA, O_DATA_FILE, O_JSON, O_VERSION, O_HELP,
+};
+
+static const struct option longopts[] = {
+    { "node", required_argument, NULL, O_NODE },
+    { "memcached", required_argument, NULL, O_MEMCACHED },
+    { "ca", required_argument, NULL, O_CA },
+    { "cert", required_argument, NULL, O_CERT },
+    { "key", required_argument, NULL, O_KEY },
+    { "dir", required_argument, NULL, O_DIR },
+    { "tenant", required_argument, NULL, O_TENANT },
+    { "plaintext", no_argument, NULL, O_PLAINTEXT },
+    { "timeout", required_argument, NULL, O_TIMEOUT },
+    { "name", required_argument, NULL, O_NAME },
+    { "data", required_argument, NULL, O_DATA },
+    { "data-file", required_argument, NULL, O_DATA_FILE },
+    { "json", no_argument, NULL, O_JSON },
+    { "version", no_argument, NULL, O_VERSION },
+    { "help", no_argument, NULL, O_HELP },
+    { NULL, 0, NULL, 0 },
+};
+
+static const char *option_name(unsigned bit)
+{
+    switch (bit) {
+    case OPT_NAME: return "--name";
+    case OPT_DATA: return "--data";
+    case OPT_DATA_FILE: return "--data-file";
+    case OPT_JSON: return "--json";
+    default: return "?";
+    }
+}
+
+int main(int argc, char **argv)
+{
+    cli_opts o;
+    memset(&o, 0, sizeof o);
+    signal(SIGPIPE, SIG_IGN);    /* a node that closes early is an error, not a kill */
+    int help = 0, c;
+    char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    int npos = 0;
+    if (!pos) {
+        fprintf(stderr, "cloister: out of memory\n");
+        return CLI_FAIL;
+    }
+    opterr = 0;
+    /* "-" first: non-options are returned in order as 1, so positional
+     * arguments and options may be mixed. */
+    while ((c = getopt_long(argc, argv, "-:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 1: pos[npos++] = optarg; break;
+        case O_NODE: o.node = optarg; break;
+        case O_MEMCACHED: o.memcached = optarg; break;
+        case O_CA: o.ca = optarg; break;
+        case O_CERT: o.cert = optarg; break;
+        case O_KEY: o.key = optarg; break;
+        case O_DIR: o.dir = optarg; break;
+        case O_TENANT: o.tenant = optarg; break;
+        case O_PLAINTEXT: o.plaintext = 1; break;
+        case O_TIMEOUT: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v <= 0 || v > 86400) {
+                free(pos);
+                return cli_usage_error(NULL, "--timeout '%s' is not a number of seconds (1..86400)",
+                                       optarg);
+            }
+            o.timeout_s = (int)v;
+            break;
+        }
+        case O_NAME: o.name = optarg; o.given |= OPT_NAME; break;
+        case O_DATA: o.data = optarg; o.given |= OPT_DATA; break;
+        case O_DATA_FILE: o.data_file = optarg; o.given |= OPT_DATA_FILE; break;
+        case O_JSON: o.json = 1; o.given |= OPT_JSON; break;
+        case O_VERSION:
+            printf("cloister %s\n", CLOISTER_VERSION);
+            free(pos);
+            return CLI_OK;
+        case 'h':
+        case O_HELP: help = 1; break;
+        case ':':
+            free(pos);
+            return cli_usage_error(NULL, "%s needs a value", argv[optind - 1]);
+        default:
+            free(pos);
+            return cli_usage_error(NULL, "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    while (optind < argc)                  /* after "--" */
+        pos[npos++] = argv[optind++];
+
+    int rc;
+    if (npos == 0) {
+        if (help) {
+            usage(stdout);
+            rc = CLI_OK;
+        } else {
+            usage(stderr);
+            rc = CLI_USAGE;
+        }
+        goto out;
+    }
+    const char *name = pos[0];
+    if (strcmp(name, "help") == 0) {
+        const cli_command *cmd = npos > 1 ? find_command(pos[1]) : NULL;
+        if (npos > 1 && !cmd) {
+            rc = cli_usage_error(NULL, "unknown command '%s'", pos[1]);
+            goto out;
+        }
+        if (cmd)
+            command_usage(cmd, stdout);
+        else
+            usage(stdout);
+        rc = CLI_OK;
+        goto out;
+    }
+    const cli_command *cmd = find_command(name);
+    if (!cmd) {
+        rc = cli_usage_error(NULL, "unknown command '%s' (commands: deploy, invoke, ls, rm, "
+                                   "logs, kv)", name);
+        goto out;
+    }
+    if (help) {
+        command_usage(cmd, stdout);
+        rc = CLI_OK;
+        goto out;
+    }
+    unsigned extra = o.given & ~cmd->options;
+    if (extra) {
+        rc = cli_usage_error(cmd->name, "%s is not an option of '%s'",
+                             option_name(extra & -extra), cmd->name);
+        goto out;
+    }
+    o.argc = npos - 1;
+    o.argv = pos + 1;
+    if (o.argc < cmd->min_args || o.argc > cmd->max_args) {
+        rc = cli_usage_error(cmd->name, "%s arguments; usage: cloister %s",
+                             o.argc < cmd->min_args ? "missing" : "too many", cmd->synopsis);
+        goto out;
+    }
+    rc = cmd->run(&o);
+out:
+    free(pos);
+    return rc;
+}
