@@ -241,25 +241,30 @@ uint64_t Z_cloisterZ_kv_get(cl_inst *inst, uint32_t key, uint32_t klen, uint32_t
     return (uint64_t)ret;
 }
 
+/* kv_set and kv_cas: check the key and value, then store with `w`.  A
+ * CAS that finds no item is a conflict (the version cannot match). */
+static int32_t host_write(rt_call *c, uint32_t key, uint32_t klen, uint32_t val, uint32_t vlen,
+                          const store_write *w)
+{
+    uint8_t k[STORE_KEY_MAX];
+    int kl = host_key(c, key, klen, k);
+    if (kl < 0)
+        return kl;
+    if (!rt_call_range(c, val, vlen))
+        return CLOISTER_EFAULT;
+    if (c->max_value && vlen > c->max_value)
+        return CLOISTER_ETOOBIG;
+    int rc = store_set(c->st, k, (size_t)kl, gptr(c, val), vlen, w, NULL);
+    return w->cas && rc == CL_ENOTFOUND ? CLOISTER_ECONFLICT : host_err(rc);
+}
+
 uint32_t Z_cloisterZ_kv_set(cl_inst *inst, uint32_t key, uint32_t klen, uint32_t val, uint32_t vlen)
 {
     rt_call *c = host_call();
     if (!c)
         return (uint32_t)CLOISTER_EUNAVAILABLE;
-    uint8_t k[STORE_KEY_MAX];
-    int32_t ret;
-    int kl = host_key(c, key, klen, k);
-    if (kl < 0) {
-        ret = kl;
-    } else if (!rt_call_range(c, val, vlen)) {
-        ret = CLOISTER_EFAULT;
-    } else if (c->max_value && vlen > c->max_value) {
-        ret = CLOISTER_ETOOBIG;
-    } else {
-        store_write w = {.mode = STORE_SET};
-        ret = host_err(store_set(c->st, k, (size_t)kl, gptr(c, val), vlen, &w, NULL));
-    }
-    return (uint32_t)ret;
+    store_write w = {.mode = STORE_SET};
+    return (uint32_t)host_write(c, key, klen, val, vlen, &w);
 }
 
 uint32_t Z_cloisterZ_kv_delete(cl_inst *inst, uint32_t key, uint32_t klen)
@@ -273,29 +278,16 @@ uint32_t Z_cloisterZ_kv_delete(cl_inst *inst, uint32_t key, uint32_t klen)
     return (uint32_t)ret;
 }
 
-/* expected 0: add if absent; otherwise replace if the CAS id matches.  A
- * missing key with a nonzero expected version is a conflict too. */
+/* expected 0: add if absent (an existing key is a conflict); otherwise
+ * replace if the CAS id matches. */
 uint32_t Z_cloisterZ_kv_cas(cl_inst *inst, uint32_t key, uint32_t klen, uint64_t expected,
                             uint32_t val, uint32_t vlen)
 {
     rt_call *c = host_call();
     if (!c)
         return (uint32_t)CLOISTER_EUNAVAILABLE;
-    uint8_t k[STORE_KEY_MAX];
-    int32_t ret;
-    int kl = host_key(c, key, klen, k);
-    if (kl < 0) {
-        ret = kl;
-    } else if (!rt_call_range(c, val, vlen)) {
-        ret = CLOISTER_EFAULT;
-    } else if (c->max_value && vlen > c->max_value) {
-        ret = CLOISTER_ETOOBIG;
-    } else {
-        store_write w = {.mode = expected ? STORE_SET : STORE_ADD, .cas = expected};
-        int rc = store_set(c->st, k, (size_t)kl, gptr(c, val), vlen, &w, NULL);
-        ret = rc == CL_ENOTFOUND ? CLOISTER_ECONFLICT : host_err(rc);
-    }
-    return (uint32_t)ret;
+    store_write w = {.mode = expected ? STORE_SET : STORE_ADD, .cas = expected};
+    return (uint32_t)host_write(c, key, klen, val, vlen, &w);
 }
 
 /* Parses a stored decimal number (as the store's incr accepts it). */
