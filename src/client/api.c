@@ -22,17 +22,6 @@
 
 #define PATH_MAX_LEN 512
 
-__attribute__((format(printf, 4, 5)))
-static int fail(int rc, char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 static int open_node(const client_node *n, client_conn **c, int timeout_ms, char *err, size_t errlen)
 {
@@ -99,7 +88,7 @@ static int http_failure(const client_http_response *resp, int *status, char *err
     client_error_message(resp, msg, sizeof msg);
     if (status)
         *status = resp->status;
-    return fail(CL_EPROTO, err, errlen, "%s", msg);
+    return client_fail(CL_EPROTO, err, errlen, "%s", msg);
 }
 
 /* Copies a function object into f; 0, or -1 when it is not one. */
@@ -221,7 +210,7 @@ int client_deploy(const client_node *n, const char *tenant, const char *name,
     char path[PATH_MAX_LEN];
     const char *params[] = { "name", name, "tenant", tenant, "progress", "1", NULL };
     if (build_path(path, sizeof path, "/system/functions", NULL, NULL, params) != 0)
-        return fail(CL_EINVAL, err, errlen, "name or tenant too long");
+        return client_fail(CL_EINVAL, err, errlen, "name or tenant too long");
     client_conn *c;
     int rc = open_node(n, &c, n->timeout_ms > 0 ? n->timeout_ms : 600000, err, errlen);
     if (rc != CL_OK)
@@ -243,10 +232,10 @@ int client_deploy(const client_node *n, const char *tenant, const char *name,
                 deploy_line(&d, (char *)d.line.data, d.line.len - 1);
         }
         if (!d.done) {
-            rc = fail(CL_EPROTO, err, errlen, "the node ended the deploy without a result");
+            rc = client_fail(CL_EPROTO, err, errlen, "the node ended the deploy without a result");
         } else if (d.error[0]) {
             *status = d.failed_status;
-            rc = fail(CL_EPROTO, err, errlen, "%s", d.error);
+            rc = client_fail(CL_EPROTO, err, errlen, "%s", d.error);
         } else {
             *out = d.fn;
         }
@@ -260,7 +249,7 @@ int client_deploy(const client_node *n, const char *tenant, const char *name,
             json_t *o = json_loadb((const char *)resp.body.data, resp.body.len, 0, NULL);
             if (!o || fn_from_json(json_is_object(json_object_get(o, "function"))
                                        ? json_object_get(o, "function") : o, out) != 0)
-                rc = fail(CL_EPROTO, err, errlen, "the node's deploy answer is not a function object");
+                rc = client_fail(CL_EPROTO, err, errlen, "the node's deploy answer is not a function object");
             json_decref(o);
         }
     }
@@ -293,7 +282,7 @@ int client_invoke(const client_node *n, const char *tenant, const char *name,
     char path[PATH_MAX_LEN];
     const char *params[] = { "tenant", tenant, NULL };
     if (build_path(path, sizeof path, "/function/", name, NULL, params) != 0)
-        return fail(CL_EINVAL, err, errlen, "name or tenant too long");
+        return client_fail(CL_EINVAL, err, errlen, "name or tenant too long");
     return simple_request(n, "POST", path, input ? input : (const uint8_t *)"", len, resp, err,
                           errlen);
 }
@@ -307,7 +296,7 @@ int client_list(const client_node *n, const char *tenant, client_fn **fns, size_
     char path[PATH_MAX_LEN];
     const char *params[] = { "tenant", tenant, NULL };
     if (build_path(path, sizeof path, "/system/functions", NULL, NULL, params) != 0)
-        return fail(CL_EINVAL, err, errlen, "tenant too long");
+        return client_fail(CL_EINVAL, err, errlen, "tenant too long");
     client_http_response resp;
     client_http_response_init(&resp);
     int rc = simple_request(n, "GET", path, NULL, 0, &resp, err, errlen);
@@ -321,14 +310,14 @@ int client_list(const client_node *n, const char *tenant, client_fn **fns, size_
     json_t *a = json_loadb((const char *)resp.body.data, resp.body.len, 0, NULL);
     if (!json_is_array(a)) {
         json_decref(a);
-        rc = fail(CL_EPROTO, err, errlen, "the node's function list is not a JSON array");
+        rc = client_fail(CL_EPROTO, err, errlen, "the node's function list is not a JSON array");
         goto out;
     }
     size_t na = json_array_size(a);
     client_fn *arr = calloc(na ? na : 1, sizeof *arr);
     if (!arr) {
         json_decref(a);
-        rc = fail(CL_ENOMEM, err, errlen, "out of memory");
+        rc = client_fail(CL_ENOMEM, err, errlen, "out of memory");
         goto out;
     }
     size_t k = 0;
@@ -350,7 +339,7 @@ int client_remove(const client_node *n, const char *tenant, const char *name,
     char path[PATH_MAX_LEN];
     const char *params[] = { "name", name, "tenant", tenant, NULL };
     if (build_path(path, sizeof path, "/system/functions", NULL, NULL, params) != 0)
-        return fail(CL_EINVAL, err, errlen, "name or tenant too long");
+        return client_fail(CL_EINVAL, err, errlen, "name or tenant too long");
     client_http_response resp;
     client_http_response_init(&resp);
     int rc = simple_request(n, "DELETE", path, NULL, 0, &resp, err, errlen);
@@ -371,7 +360,7 @@ int client_logs(const client_node *n, const char *tenant, const char *name, cl_b
     char path[PATH_MAX_LEN];
     const char *params[] = { "tenant", tenant, NULL };
     if (build_path(path, sizeof path, "/system/functions/", name, "/logs", params) != 0)
-        return fail(CL_EINVAL, err, errlen, "name or tenant too long");
+        return client_fail(CL_EINVAL, err, errlen, "name or tenant too long");
     client_http_response resp;
     client_http_response_init(&resp);
     int rc = simple_request(n, "GET", path, NULL, 0, &resp, err, errlen);

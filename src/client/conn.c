@@ -36,8 +36,7 @@ struct client_conn {
     char addr[300];
 };
 
-__attribute__((format(printf, 4, 5)))
-static int fail(int rc, char *err, size_t errlen, const char *fmt, ...)
+int client_fail(int rc, char *err, size_t errlen, const char *fmt, ...)
 {
     if (err && errlen) {
         va_list ap;
@@ -146,34 +145,34 @@ static int tls_setup(client_conn *c, const char *host, const client_tls *tls, ch
     char why[256];
     c->ctx = SSL_CTX_new(TLS_client_method());
     if (!c->ctx)
-        return fail(CL_ETLS, err, errlen, "TLS: %s", ssl_reason(why, sizeof why));
+        return client_fail(CL_ETLS, err, errlen, "TLS: %s", ssl_reason(why, sizeof why));
     SSL_CTX_set_min_proto_version(c->ctx, TLS1_3_VERSION);
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
     if (tls->ca_file) {
         if (SSL_CTX_load_verify_locations(c->ctx, tls->ca_file, NULL) != 1)
-            return fail(CL_ECONFIG, err, errlen, "cannot use the CA file '%s': %s", tls->ca_file,
+            return client_fail(CL_ECONFIG, err, errlen, "cannot use the CA file '%s': %s", tls->ca_file,
                         ssl_reason(why, sizeof why));
     } else if (SSL_CTX_set_default_verify_paths(c->ctx) != 1) {
-        return fail(CL_ECONFIG, err, errlen, "cannot load the system's CA certificates: %s",
+        return client_fail(CL_ECONFIG, err, errlen, "cannot load the system's CA certificates: %s",
                     ssl_reason(why, sizeof why));
     }
     if (tls->cert_file || tls->key_file) {
         if (!tls->cert_file || !tls->key_file)
-            return fail(CL_ECONFIG, err, errlen,
+            return client_fail(CL_ECONFIG, err, errlen,
                         "a client certificate needs both --cert FILE and --key FILE");
         if (SSL_CTX_use_certificate_chain_file(c->ctx, tls->cert_file) != 1)
-            return fail(CL_ECONFIG, err, errlen, "cannot use the client certificate '%s': %s",
+            return client_fail(CL_ECONFIG, err, errlen, "cannot use the client certificate '%s': %s",
                         tls->cert_file, ssl_reason(why, sizeof why));
         if (SSL_CTX_use_PrivateKey_file(c->ctx, tls->key_file, SSL_FILETYPE_PEM) != 1)
-            return fail(CL_ECONFIG, err, errlen, "cannot use the client key '%s': %s",
+            return client_fail(CL_ECONFIG, err, errlen, "cannot use the client key '%s': %s",
                         tls->key_file, ssl_reason(why, sizeof why));
         if (SSL_CTX_check_private_key(c->ctx) != 1)
-            return fail(CL_ECONFIG, err, errlen, "the key '%s' does not match the certificate '%s'",
+            return client_fail(CL_ECONFIG, err, errlen, "the key '%s' does not match the certificate '%s'",
                         tls->key_file, tls->cert_file);
     }
     c->ssl = SSL_new(c->ctx);
     if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
-        return fail(CL_ETLS, err, errlen, "TLS: %s", ssl_reason(why, sizeof why));
+        return client_fail(CL_ETLS, err, errlen, "TLS: %s", ssl_reason(why, sizeof why));
 
     /* Verify the name that was dialled: an IP address against the
      * certificate's IP SANs, a host name against its DNS names (and SNI). */
@@ -181,20 +180,20 @@ static int tls_setup(client_conn *c, const char *host, const client_tls *tls, ch
     int is_ip = inet_pton(AF_INET, host, ipbuf) == 1 || inet_pton(AF_INET6, host, ipbuf) == 1;
     if (is_ip) {
         if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host) != 1)
-            return fail(CL_ETLS, err, errlen, "TLS: cannot check address %s", host);
+            return client_fail(CL_ETLS, err, errlen, "TLS: cannot check address %s", host);
     } else {
         SSL_set_tlsext_host_name(c->ssl, host);
         if (SSL_set1_host(c->ssl, host) != 1)
-            return fail(CL_ETLS, err, errlen, "TLS: cannot check host name %s", host);
+            return client_fail(CL_ETLS, err, errlen, "TLS: cannot check host name %s", host);
     }
     if (SSL_connect(c->ssl) != 1) {
         long vr = SSL_get_verify_result(c->ssl);
         if (vr != X509_V_OK)
-            return fail(CL_ETLS, err, errlen,
+            return client_fail(CL_ETLS, err, errlen,
                         "TLS handshake with %s failed: the node's certificate is not trusted "
                         "(%s)%s", c->addr, X509_verify_cert_error_string(vr),
                         tls->ca_file ? "" : "; pass the cluster CA with --ca FILE");
-        return fail(CL_ETLS, err, errlen,
+        return client_fail(CL_ETLS, err, errlen,
                     "TLS handshake with %s failed: %s (does the node serve TLS? use --plaintext "
                     "for a node started with --plaintext)", c->addr, ssl_reason(why, sizeof why));
     }
@@ -207,11 +206,11 @@ int client_conn_open(const char *addr, const client_tls *tls, int timeout_ms,
     *out = NULL;
     char host[256], port[16];
     if (client_split_addr(addr, host, sizeof host, port, sizeof port) != 0)
-        return fail(CL_EINVAL, err, errlen,
+        return client_fail(CL_EINVAL, err, errlen,
                     "'%s' is not an address: expected HOST:PORT, e.g. 127.0.0.1:8080", addr);
     client_conn *c = calloc(1, sizeof *c);
     if (!c)
-        return fail(CL_ENOMEM, err, errlen, "out of memory");
+        return client_fail(CL_ENOMEM, err, errlen, "out of memory");
     c->fd = -1;
     snprintf(c->addr, sizeof c->addr, "%s", addr);
 
@@ -221,7 +220,7 @@ int client_conn_open(const char *addr, const client_tls *tls, int timeout_ms,
     int gai = getaddrinfo(host, port, &hints, &res);
     if (gai != 0) {
         free(c);
-        return fail(CL_EIO, err, errlen, "cannot connect to %s: %s", addr, gai_strerror(gai));
+        return client_fail(CL_EIO, err, errlen, "cannot connect to %s: %s", addr, gai_strerror(gai));
     }
     int saved = 0;
     for (struct addrinfo *ai = res; ai && c->fd < 0; ai = ai->ai_next) {
@@ -232,7 +231,7 @@ int client_conn_open(const char *addr, const client_tls *tls, int timeout_ms,
     freeaddrinfo(res);
     if (c->fd < 0) {
         free(c);
-        return fail(CL_EIO, err, errlen, "cannot connect to %s: %s", addr, strerror(saved));
+        return client_fail(CL_EIO, err, errlen, "cannot connect to %s: %s", addr, strerror(saved));
     }
     client_conn_set_timeout(c, timeout_ms);
     if (!tls->plaintext) {
@@ -274,7 +273,7 @@ int client_conn_write(client_conn *c, const void *p, size_t n, char *err, size_t
         if (c->ssl) {
             size_t done = 0;
             if (SSL_write_ex(c->ssl, b, chunk, &done) != 1)
-                return fail(CL_ETLS, err, errlen, "sending to %s failed: %s", c->addr,
+                return client_fail(CL_ETLS, err, errlen, "sending to %s failed: %s", c->addr,
                             ssl_reason(why, sizeof why));
             b += done;
             n -= done;
@@ -283,7 +282,7 @@ int client_conn_write(client_conn *c, const void *p, size_t n, char *err, size_t
             if (w < 0 && errno == EINTR)
                 continue;
             if (w < 0)
-                return fail(CL_EIO, err, errlen, "sending to %s failed: %s", c->addr,
+                return client_fail(CL_EIO, err, errlen, "sending to %s failed: %s", c->addr,
                             errno == EAGAIN ? "timed out" : strerror(errno));
             b += w;
             n -= (size_t)w;
@@ -309,11 +308,11 @@ int client_conn_read(client_conn *c, void *p, size_t cap, size_t *got, char *err
         if ((e == SSL_ERROR_SYSCALL || e == SSL_ERROR_WANT_READ) &&
             (errno == EAGAIN || errno == EWOULDBLOCK)) {
             ERR_clear_error();
-            return fail(CL_EAGAIN, err, errlen, "%s did not answer in time", c->addr);
+            return client_fail(CL_EAGAIN, err, errlen, "%s did not answer in time", c->addr);
         }
         if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
             return CL_OK;   /* the peer closed without close_notify: treat as end */
-        return fail(CL_ETLS, err, errlen, "receiving from %s failed: %s", c->addr,
+        return client_fail(CL_ETLS, err, errlen, "receiving from %s failed: %s", c->addr,
                     ssl_reason(why, sizeof why));
     }
     for (;;) {
@@ -325,9 +324,9 @@ int client_conn_read(client_conn *c, void *p, size_t cap, size_t *got, char *err
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return fail(CL_EAGAIN, err, errlen, "%s did not answer in time", c->addr);
+            return client_fail(CL_EAGAIN, err, errlen, "%s did not answer in time", c->addr);
         if (errno == ECONNRESET)
             return CL_OK;
-        return fail(CL_EIO, err, errlen, "receiving from %s failed: %s", c->addr, strerror(errno));
+        return client_fail(CL_EIO, err, errlen, "receiving from %s failed: %s", c->addr, strerror(errno));
     }
 }

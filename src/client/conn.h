@@ -32,6 +32,11 @@ typedef struct client_tls {
 typedef struct client_conn client_conn;
 
 /* Splits "HOST:PORT" / "[V6]:PORT" into host and port.  0 or -1. */
+/* Formats a message into err (if given) and returns rc: the one way the
+ * client library reports an error. */
+int client_fail(int rc, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 int client_split_addr(const char *addr, char *host, size_t hostcap, char *port, size_t portcap);
 
 /*

@@ -20,17 +20,6 @@
 
 #define READ_CHUNK 65536
 
-__attribute__((format(printf, 4, 5)))
-static int fail(int rc, char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 void client_http_response_init(client_http_response *r)
 {
@@ -86,7 +75,7 @@ static int reader_fill(reader *r)
         r->pos = 0;
     }
     if (cl_buf_reserve(&r->in, READ_CHUNK) != CL_OK)
-        return fail(CL_ENOMEM, r->err, r->errlen, "out of memory");
+        return client_fail(CL_ENOMEM, r->err, r->errlen, "out of memory");
     size_t got = 0;
     int rc = client_conn_read(r->c, r->in.data + r->in.len, READ_CHUNK, &got, r->err, r->errlen);
     if (rc != CL_OK)
@@ -137,7 +126,7 @@ static int parse_head(reader *r, size_t end, client_http_response *resp, head_in
     if (!line_end || n < 12 || strncmp(h, "HTTP/1.", 7) != 0 || h[8] != ' ' ||
         !isdigit((unsigned char)h[9]) || !isdigit((unsigned char)h[10]) ||
         !isdigit((unsigned char)h[11]))
-        return fail(CL_EPROTO, r->err, r->errlen,
+        return client_fail(CL_EPROTO, r->err, r->errlen,
                     "%s did not answer with HTTP (is this the node's HTTP address, and does it "
                     "speak TLS? see --plaintext)", client_conn_addr(r->c));
     resp->status = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0');
@@ -163,7 +152,7 @@ static int parse_head(reader *r, size_t end, client_http_response *resp, head_in
                 vlen--;
             if (nlen == 14 && strncasecmp(p, "content-length", 14) == 0) {
                 if (parse_decimal(v, vlen, &hi->length) != 0)
-                    return fail(CL_EPROTO, r->err, r->errlen, "malformed Content-Length from %s",
+                    return client_fail(CL_EPROTO, r->err, r->errlen, "malformed Content-Length from %s",
                                 client_conn_addr(r->c));
                 hi->has_length = 1;
             } else if (nlen == 17 && strncasecmp(p, "transfer-encoding", 17) == 0) {
@@ -186,20 +175,20 @@ static int deliver(reader *r, client_http_response *resp, client_http_body_fn on
         return CL_OK;
     if (on_body) {
         if (on_body(arg, resp, p, n) != 0)
-            return fail(CL_EIO, r->err, r->errlen, "stopped reading the response");
+            return client_fail(CL_EIO, r->err, r->errlen, "stopped reading the response");
         return CL_OK;
     }
     if (resp->body.len + n > CLIENT_HTTP_MAX_BODY)
-        return fail(CL_ETOOBIG, r->err, r->errlen, "the response from %s is too large",
+        return client_fail(CL_ETOOBIG, r->err, r->errlen, "the response from %s is too large",
                     client_conn_addr(r->c));
     if (cl_buf_append(&resp->body, p, n) != CL_OK)
-        return fail(CL_ENOMEM, r->err, r->errlen, "out of memory");
+        return client_fail(CL_ENOMEM, r->err, r->errlen, "out of memory");
     return CL_OK;
 }
 
 static int truncated(reader *r)
 {
-    return fail(CL_EPROTO, r->err, r->errlen, "%s closed the connection in the middle of a response",
+    return client_fail(CL_EPROTO, r->err, r->errlen, "%s closed the connection in the middle of a response",
                 client_conn_addr(r->c));
 }
 
@@ -236,7 +225,7 @@ static int read_line(reader *r, size_t *end)
             return CL_OK;
         }
         if (r->in.len - r->pos > 4096)
-            return fail(CL_EPROTO, r->err, r->errlen, "malformed chunked body from %s",
+            return client_fail(CL_EPROTO, r->err, r->errlen, "malformed chunked body from %s",
                         client_conn_addr(r->c));
         int rc = reader_fill(r);
         if (rc != CL_OK)
@@ -258,13 +247,13 @@ static int read_chunked(reader *r, client_http_response *resp, client_http_body_
         size_t i = r->pos, digits = 0;
         for (; i < end && isxdigit(r->in.data[i]); i++, digits++) {
             if (size >> 60)
-                return fail(CL_EPROTO, r->err, r->errlen, "chunk too large from %s",
+                return client_fail(CL_EPROTO, r->err, r->errlen, "chunk too large from %s",
                             client_conn_addr(r->c));
             int c = r->in.data[i];
             size = size * 16 + (uint64_t)(isdigit(c) ? c - '0' : (tolower(c) - 'a' + 10));
         }
         if (digits == 0 || (i < end && r->in.data[i] != ';' && r->in.data[i] != ' '))
-            return fail(CL_EPROTO, r->err, r->errlen, "malformed chunk size from %s",
+            return client_fail(CL_EPROTO, r->err, r->errlen, "malformed chunk size from %s",
                         client_conn_addr(r->c));
         r->pos = end + 2;
         if (size == 0) {
@@ -286,7 +275,7 @@ static int read_chunked(reader *r, client_http_response *resp, client_http_body_
         if (rc != CL_OK)
             return rc;
         if (end != r->pos)
-            return fail(CL_EPROTO, r->err, r->errlen, "malformed chunk from %s",
+            return client_fail(CL_EPROTO, r->err, r->errlen, "malformed chunk from %s",
                         client_conn_addr(r->c));
         r->pos = end + 2;
     }
@@ -320,11 +309,11 @@ static int read_head(reader *r, size_t *end)
                 return CL_OK;
             }
         if (r->in.len - r->pos > CLIENT_HTTP_MAX_HEAD)
-            return fail(CL_EPROTO, r->err, r->errlen, "the response head from %s is too large",
+            return client_fail(CL_EPROTO, r->err, r->errlen, "the response head from %s is too large",
                         client_conn_addr(r->c));
         if (r->eof) {
             if (r->in.len == r->pos)
-                return fail(CL_EPROTO, r->err, r->errlen,
+                return client_fail(CL_EPROTO, r->err, r->errlen,
                             "%s closed the connection without answering", client_conn_addr(r->c));
             return truncated(r);
         }
@@ -358,7 +347,7 @@ int client_http_request(client_conn *c, const char *method, const char *path,
         rc = cl_buf_append(&req, "\r\n", 2);
     if (rc != CL_OK) {
         cl_buf_fini(&req, 0);
-        return fail(CL_ENOMEM, err, errlen, "out of memory");
+        return client_fail(CL_ENOMEM, err, errlen, "out of memory");
     }
     rc = client_conn_write(c, req.data, req.len, err, errlen);
     cl_buf_fini(&req, 0);

@@ -18,17 +18,6 @@
 #define MC_KEY_MAX 250
 #define MC_VALUE_MAX ((size_t)1 << 30)
 
-__attribute__((format(printf, 4, 5)))
-static int fail(int rc, char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 int client_mc_key_valid(const char *key)
 {
@@ -52,13 +41,13 @@ typedef struct mc_reader {
 static int mc_fill(mc_reader *r)
 {
     if (cl_buf_reserve(&r->in, 65536) != CL_OK)
-        return fail(CL_ENOMEM, r->err, r->errlen, "out of memory");
+        return client_fail(CL_ENOMEM, r->err, r->errlen, "out of memory");
     size_t got;
     int rc = client_conn_read(r->c, r->in.data + r->in.len, 65536, &got, r->err, r->errlen);
     if (rc != CL_OK)
         return rc;
     if (got == 0)
-        return fail(CL_EIO, r->err, r->errlen, "%s closed the connection",
+        return client_fail(CL_EIO, r->err, r->errlen, "%s closed the connection",
                     client_conn_addr(r->c));
     r->in.len += got;
     return CL_OK;
@@ -77,7 +66,7 @@ static int mc_line(mc_reader *r, char **line)
             }
         }
         if (r->in.len - r->pos > 8192)
-            return fail(CL_EPROTO, r->err, r->errlen, "malformed reply from %s",
+            return client_fail(CL_EPROTO, r->err, r->errlen, "malformed reply from %s",
                         client_conn_addr(r->c));
         int rc = mc_fill(r);
         if (rc != CL_OK)
@@ -90,7 +79,7 @@ static int mc_error_line(mc_reader *r, const char *line, int *rc)
 {
     if (strncmp(line, "SERVER_ERROR", 12) == 0 || strncmp(line, "CLIENT_ERROR", 12) == 0 ||
         strcmp(line, "ERROR") == 0) {
-        *rc = fail(CL_EPROTO, r->err, r->errlen, "%s answered: %s", client_conn_addr(r->c), line);
+        *rc = client_fail(CL_EPROTO, r->err, r->errlen, "%s answered: %s", client_conn_addr(r->c), line);
         return 1;
     }
     return 0;
@@ -112,7 +101,7 @@ int client_mc_get(client_conn *c, const char *key, cl_buf *out, char *err, size_
 {
     out->len = 0;
     if (!client_mc_key_valid(key))
-        return fail(CL_EINVAL, err, errlen,
+        return client_fail(CL_EINVAL, err, errlen,
                     "'%s' is not a usable key: 1 to 250 bytes, no spaces or control characters", key);
     char head[MC_KEY_MAX + 16];
     snprintf(head, sizeof head, "get %s\r\n", key);
@@ -137,12 +126,12 @@ int client_mc_get(client_conn *c, const char *key, cl_buf *out, char *err, size_
     char bytes_text[24];
     if (sscanf(line, "VALUE %250s %u %23s", k, &flags, bytes_text) != 3 ||
         strspn(bytes_text, "0123456789") != strlen(bytes_text) || strlen(bytes_text) > 12) {
-        rc = fail(CL_EPROTO, err, errlen, "malformed reply from %s: %.80s", client_conn_addr(c), line);
+        rc = client_fail(CL_EPROTO, err, errlen, "malformed reply from %s: %.80s", client_conn_addr(c), line);
         goto out;
     }
     size_t n = (size_t)strtoull(bytes_text, NULL, 10);
     if (n > MC_VALUE_MAX) {
-        rc = fail(CL_EPROTO, err, errlen, "value too large in the reply from %s", client_conn_addr(c));
+        rc = client_fail(CL_EPROTO, err, errlen, "value too large in the reply from %s", client_conn_addr(c));
         goto out;
     }
     while (r.in.len - r.pos < n + 2) {
@@ -151,17 +140,17 @@ int client_mc_get(client_conn *c, const char *key, cl_buf *out, char *err, size_
             goto out;
     }
     if (r.in.data[r.pos + n] != '\r' || r.in.data[r.pos + n + 1] != '\n') {
-        rc = fail(CL_EPROTO, err, errlen, "malformed data block from %s", client_conn_addr(c));
+        rc = client_fail(CL_EPROTO, err, errlen, "malformed data block from %s", client_conn_addr(c));
         goto out;
     }
     if (cl_buf_append(out, r.in.data + r.pos, n) != CL_OK) {
-        rc = fail(CL_ENOMEM, err, errlen, "out of memory");
+        rc = client_fail(CL_ENOMEM, err, errlen, "out of memory");
         goto out;
     }
     r.pos += n + 2;
     rc = mc_line(&r, &line);
     if (rc == CL_OK && strcmp(line, "END") != 0)
-        rc = fail(CL_EPROTO, err, errlen, "malformed reply from %s: %.80s", client_conn_addr(c), line);
+        rc = client_fail(CL_EPROTO, err, errlen, "malformed reply from %s: %.80s", client_conn_addr(c), line);
 out:
     cl_buf_fini(&r.in, 0);
     return rc;
@@ -171,7 +160,7 @@ int client_mc_set(client_conn *c, const char *key, const uint8_t *val, size_t le
                   char *err, size_t errlen)
 {
     if (!client_mc_key_valid(key))
-        return fail(CL_EINVAL, err, errlen,
+        return client_fail(CL_EINVAL, err, errlen,
                     "'%s' is not a usable key: 1 to 250 bytes, no spaces or control characters", key);
     char head[MC_KEY_MAX + 48];
     snprintf(head, sizeof head, "set %s 0 0 %zu\r\n", key, len);
@@ -183,7 +172,7 @@ int client_mc_set(client_conn *c, const char *key, const uint8_t *val, size_t le
     char *line;
     rc = mc_line(&r, &line);
     if (rc == CL_OK && !mc_error_line(&r, line, &rc) && strcmp(line, "STORED") != 0)
-        rc = fail(CL_EPROTO, err, errlen, "%s answered: %.80s", client_conn_addr(c), line);
+        rc = client_fail(CL_EPROTO, err, errlen, "%s answered: %.80s", client_conn_addr(c), line);
     cl_buf_fini(&r.in, 0);
     return rc;
 }
@@ -191,7 +180,7 @@ int client_mc_set(client_conn *c, const char *key, const uint8_t *val, size_t le
 int client_mc_delete(client_conn *c, const char *key, char *err, size_t errlen)
 {
     if (!client_mc_key_valid(key))
-        return fail(CL_EINVAL, err, errlen,
+        return client_fail(CL_EINVAL, err, errlen,
                     "'%s' is not a usable key: 1 to 250 bytes, no spaces or control characters", key);
     char head[MC_KEY_MAX + 16];
     snprintf(head, sizeof head, "delete %s\r\n", key);
@@ -206,7 +195,7 @@ int client_mc_delete(client_conn *c, const char *key, char *err, size_t errlen)
         if (strcmp(line, "NOT_FOUND") == 0)
             rc = CL_ENOTFOUND;
         else if (strcmp(line, "DELETED") != 0)
-            rc = fail(CL_EPROTO, err, errlen, "%s answered: %.80s", client_conn_addr(c), line);
+            rc = client_fail(CL_EPROTO, err, errlen, "%s answered: %.80s", client_conn_addr(c), line);
     }
     cl_buf_fini(&r.in, 0);
     return rc;
