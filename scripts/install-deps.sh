@@ -9,7 +9,7 @@ build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libxxhash-dev
             wabt clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)
 test_pkgs=(python3 python3-pymemcache memcached libmemcached-tools
            clang-14 libclang-rt-14-dev procps)
-bench_pkgs=(memcached gnuplot-nox iproute2 nodejs)
+bench_pkgs=(memcached gnuplot-nox iproute2 nodejs wrk nginx)
 
 case "${1:-all}" in
   build) want=("${build_pkgs[@]}") ;;
