@@ -431,11 +431,13 @@ static void deploy_run(http_job *j)
     j->rc = ctx->ops->deploy(ctx->runtime, j->tenant, j->name, j->module.data, j->module.len,
                              deploy_progress, j, &j->info, &j->err);
     cl_buf_fini(&j->module, 1);
-    job_complete(j);
-    pthread_mutex_lock(&ctx->mu); /* the last use of ctx */
+    /* Free the deploy slot before the client hears the answer, so its next
+     * deploy is never refused as "too many in progress" by this one. */
+    pthread_mutex_lock(&ctx->mu); /* the last use of ctx (job_complete needs none) */
     ctx->deploys_running--;
     pthread_cond_broadcast(&ctx->cv);
     pthread_mutex_unlock(&ctx->mu);
+    job_complete(j);
 }
 
 static void *deploy_main(void *arg)
