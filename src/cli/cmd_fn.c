@@ -306,27 +306,41 @@ int cmd_ls(const cli_opts *o)
 
 /* ---- rm, logs ------------------------------------------------------------------- */
 
+/* The start of a command on one named function: check the names, find the
+ * node.  CLI_OK or the exit status to return. */
+static int named_target(const char *cmd, const cli_opts *o, cli_target *t, client_node *n)
+{
+    int rc = check_names(cmd, o->argv[0], o);
+    if (rc == CLI_OK && (rc = cli_target_resolve(o, t)) == CLI_OK)
+        cli_target_node(t, o, n);
+    return rc;
+}
+
+/* A failed request: the node's answer if there was one, else why it could
+ * not be reached. */
+static int report_failure(const cli_target *t, const char *cmd, const char *name, int crc,
+                          int status, const char *err)
+{
+    if (status) {
+        fprintf(stderr, "cloister %s: %s: HTTP %d: %s\n", cmd, name, status, err);
+        return CLI_FAIL;
+    }
+    return cli_report(t, cmd, crc, err, 0);
+}
+
 int cmd_rm(const cli_opts *o)
 {
     const char *name = o->argv[0];
-    int rc = check_names("rm", name, o);
+    cli_target t;
+    client_node n;
+    int rc = named_target("rm", o, &t, &n);
     if (rc != CLI_OK)
         return rc;
-    cli_target t;
-    if ((rc = cli_target_resolve(o, &t)) != CLI_OK)
-        return rc;
-    client_node n;
-    cli_target_node(&t, o, &n);
-    int status;
+    int status = 0;
     char err[1024] = "";
     int crc = client_remove(&n, o->tenant, name, &status, err, sizeof err);
-    if (crc != CL_OK) {
-        if (status) {
-            fprintf(stderr, "cloister rm: %s: HTTP %d: %s\n", name, status, err);
-            return CLI_FAIL;
-        }
-        return cli_report(&t, "rm", crc, err, 0);
-    }
+    if (crc != CL_OK)
+        return report_failure(&t, "rm", name, crc, status, err);
     printf("removed %s%s%s\n", o->tenant ? o->tenant : "", o->tenant ? "/" : "", name);
     return CLI_OK;
 }
@@ -334,28 +348,18 @@ int cmd_rm(const cli_opts *o)
 int cmd_logs(const cli_opts *o)
 {
     const char *name = o->argv[0];
-    int rc = check_names("logs", name, o);
+    cli_target t;
+    client_node n;
+    int rc = named_target("logs", o, &t, &n);
     if (rc != CLI_OK)
         return rc;
-    cli_target t;
-    if ((rc = cli_target_resolve(o, &t)) != CLI_OK)
-        return rc;
-    client_node n;
-    cli_target_node(&t, o, &n);
     cl_buf text;
     cl_buf_init(&text);
-    int status;
+    int status = 0;
     char err[1024] = "";
     int crc = client_logs(&n, o->tenant, name, &text, &status, err, sizeof err);
-    if (crc != CL_OK) {
-        cl_buf_fini(&text, 0);
-        if (status) {
-            fprintf(stderr, "cloister logs: %s: HTTP %d: %s\n", name, status, err);
-            return CLI_FAIL;
-        }
-        return cli_report(&t, "logs", crc, err, 0);
-    }
-    fwrite(text.data, 1, text.len, stdout);
+    if (crc == CL_OK)
+        fwrite(text.data, 1, text.len, stdout);
     cl_buf_fini(&text, 0);
-    return CLI_OK;
+    return crc == CL_OK ? CLI_OK : report_failure(&t, "logs", name, crc, status, err);
 }

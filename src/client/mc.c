@@ -97,24 +97,35 @@ static int mc_send(client_conn *c, const char *head, const uint8_t *data, size_t
     return rc;
 }
 
+static int bad_key(const char *key, char *err, size_t errlen)
+{
+    return client_fail(CL_EINVAL, err, errlen,
+                       "'%s' is not a usable key: 1 to 250 bytes, no spaces or control characters", key);
+}
+
+/* Sends one request and reads the first reply line into *line (valid until
+ * the reader's buffer changes).  An ERROR/CLIENT_ERROR/SERVER_ERROR line
+ * becomes the error it names.  The caller frees r->in in every case. */
+static int mc_exchange(mc_reader *r, const char *head, const uint8_t *val, size_t len, char **line)
+{
+    cl_buf_init(&r->in);
+    int rc = mc_send(r->c, head, val, len, r->err, r->errlen);
+    if (rc == CL_OK && (rc = mc_line(r, line)) == CL_OK)
+        mc_error_line(r, *line, &rc);
+    return rc;
+}
+
 int client_mc_get(client_conn *c, const char *key, cl_buf *out, char *err, size_t errlen)
 {
     out->len = 0;
     if (!client_mc_key_valid(key))
-        return client_fail(CL_EINVAL, err, errlen,
-                    "'%s' is not a usable key: 1 to 250 bytes, no spaces or control characters", key);
+        return bad_key(key, err, errlen);
     char head[MC_KEY_MAX + 16];
     snprintf(head, sizeof head, "get %s\r\n", key);
-    int rc = mc_send(c, head, NULL, 0, err, errlen);
-    if (rc != CL_OK)
-        return rc;
     mc_reader r = { .c = c, .err = err, .errlen = errlen };
-    cl_buf_init(&r.in);
     char *line;
-    rc = mc_line(&r, &line);
+    int rc = mc_exchange(&r, head, NULL, 0, &line);
     if (rc != CL_OK)
-        goto out;
-    if (mc_error_line(&r, line, &rc))
         goto out;
     if (strcmp(line, "END") == 0) {
         rc = CL_ENOTFOUND;
@@ -160,18 +171,13 @@ int client_mc_set(client_conn *c, const char *key, const uint8_t *val, size_t le
                   char *err, size_t errlen)
 {
     if (!client_mc_key_valid(key))
-        return client_fail(CL_EINVAL, err, errlen,
-                    "'%s' is not a usable key: 1 to 250 bytes, no spaces or control characters", key);
+        return bad_key(key, err, errlen);
     char head[MC_KEY_MAX + 48];
     snprintf(head, sizeof head, "set %s 0 0 %zu\r\n", key, len);
-    int rc = mc_send(c, head, val, len, err, errlen);
-    if (rc != CL_OK)
-        return rc;
     mc_reader r = { .c = c, .err = err, .errlen = errlen };
-    cl_buf_init(&r.in);
     char *line;
-    rc = mc_line(&r, &line);
-    if (rc == CL_OK && !mc_error_line(&r, line, &rc) && strcmp(line, "STORED") != 0)
+    int rc = mc_exchange(&r, head, val, len, &line);
+    if (rc == CL_OK && strcmp(line, "STORED") != 0)
         rc = client_fail(CL_EPROTO, err, errlen, "%s answered: %.80s", client_conn_addr(c), line);
     cl_buf_fini(&r.in, 0);
     return rc;
@@ -180,18 +186,13 @@ int client_mc_set(client_conn *c, const char *key, const uint8_t *val, size_t le
 int client_mc_delete(client_conn *c, const char *key, char *err, size_t errlen)
 {
     if (!client_mc_key_valid(key))
-        return client_fail(CL_EINVAL, err, errlen,
-                    "'%s' is not a usable key: 1 to 250 bytes, no spaces or control characters", key);
+        return bad_key(key, err, errlen);
     char head[MC_KEY_MAX + 16];
     snprintf(head, sizeof head, "delete %s\r\n", key);
-    int rc = mc_send(c, head, NULL, 0, err, errlen);
-    if (rc != CL_OK)
-        return rc;
     mc_reader r = { .c = c, .err = err, .errlen = errlen };
-    cl_buf_init(&r.in);
     char *line;
-    rc = mc_line(&r, &line);
-    if (rc == CL_OK && !mc_error_line(&r, line, &rc)) {
+    int rc = mc_exchange(&r, head, NULL, 0, &line);
+    if (rc == CL_OK) {
         if (strcmp(line, "NOT_FOUND") == 0)
             rc = CL_ENOTFOUND;
         else if (strcmp(line, "DELETED") != 0)

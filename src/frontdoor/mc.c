@@ -127,6 +127,25 @@ void mc_reply_store_error(mc_req *r, int rc)
     mc_reply(r, mc_store_error_text(rc));
 }
 
+int mc_take_block(mc_req *r, uint64_t bytes)
+{
+    if (bytes > mc_max_value(r)) {
+        mc_reply_store_error(r, CL_ETOOBIG);
+        mc_swallow(r, bytes + 2);
+        return MC_DONE;
+    }
+    if (r->avail < bytes + 2) {
+        r->need = (size_t)bytes + 2;
+        return MC_NEED_MORE;
+    }
+    r->used = (size_t)bytes + 2;
+    if (r->data[bytes] != '\r' || r->data[bytes + 1] != '\n') {
+        mc_reply_client_error(r, MC_ERR_DATA_CHUNK);
+        return MC_DONE;
+    }
+    return MC_BLOCK_READY;
+}
+
 void mc_swallow(mc_req *r, uint64_t n)
 {
     uint64_t here = n < r->avail ? n : r->avail;

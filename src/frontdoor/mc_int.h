@@ -43,7 +43,7 @@ typedef struct mc_token {
 } mc_token;
 
 /* Handler results. */
-enum { MC_DONE = 0, MC_NEED_MORE = 1 };
+enum { MC_DONE = 0, MC_NEED_MORE = 1, MC_BLOCK_READY = 2 };
 
 typedef struct mc_req {
     mc_session *sess;
@@ -120,6 +120,12 @@ void mc_reply_store_error(mc_req *r, int rc);
 /* Discards the next n bytes of input (a refused data block): what is
  * already here is consumed now, the rest as it arrives. */
 void mc_swallow(mc_req *r, uint64_t n);
+
+/* A storage command's data block of `bytes` bytes + "\r\n": MC_BLOCK_READY
+ * when it is all there and well formed (r->used covers it; the value is
+ * r->data[0, bytes)); otherwise the handler's result: MC_NEED_MORE, or
+ * MC_DONE after replying (too large: swallowed; bad chunk). */
+int mc_take_block(mc_req *r, uint64_t bytes);
 
 /* ---- parsing (mc_parse.c) -------------------------------------------------- */
 

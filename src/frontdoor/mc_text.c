@@ -165,20 +165,9 @@ static int mc_storage(mc_req *r, store_mode mode, int is_cas)
         mc_swallow(r, bytes + 2);
         return MC_DONE;
     }
-    if (bytes > mc_max_value(r)) {
-        mc_reply_store_error(r, CL_ETOOBIG);
-        mc_swallow(r, bytes + 2);
-        return MC_DONE;
-    }
-    if (r->avail < bytes + 2) {
-        r->need = (size_t)bytes + 2;
-        return MC_NEED_MORE;
-    }
-    r->used = (size_t)bytes + 2;
-    if (r->data[bytes] != '\r' || r->data[bytes + 1] != '\n') {
-        mc_reply_client_error(r, MC_ERR_DATA_CHUNK);
-        return MC_DONE;
-    }
+    int blk = mc_take_block(r, bytes);
+    if (blk != MC_BLOCK_READY)
+        return blk;
     w.exptime = store_exptime(exptime);
 
     int rc;

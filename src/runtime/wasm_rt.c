@@ -357,38 +357,31 @@ static uint64_t table_grow_to(uint32_t size, uint32_t max, uint32_t delta)
     return want;
 }
 
-uint32_t wasm_rt_grow_funcref_table(wasm_rt_funcref_table_t *t, uint32_t delta, wasm_rt_funcref_t init)
+/* Grows a table of `elem`-byte entries by delta, filling with *init; the
+ * old size, or UINT32_MAX when it may not or cannot grow (as wasm says). */
+static uint32_t table_grow(void **data, uint32_t *size, uint32_t max, size_t elem,
+                           uint32_t delta, const void *init)
 {
-    uint32_t old = t->size, i;
-    uint64_t want;
-    wasm_rt_funcref_t *p;
-
+    uint32_t old = *size;
     if (delta == 0)
         return old;
-    want = table_grow_to(old, t->max_size, delta);
-    if (!want || !(p = realloc(t->data, (size_t)want * sizeof *p)))
+    uint64_t want = table_grow_to(old, max, delta);
+    uint8_t *p;
+    if (!want || !(p = realloc(*data, (size_t)want * elem)))
         return UINT32_MAX;
-    for (i = old; i < want; i++)
-        p[i] = init;
-    t->data = p;
-    t->size = (uint32_t)want;
+    for (uint64_t i = old; i < want; i++)
+        memcpy(p + i * elem, init, elem);
+    *data = p;
+    *size = (uint32_t)want;
     return old;
+}
+
+uint32_t wasm_rt_grow_funcref_table(wasm_rt_funcref_table_t *t, uint32_t delta, wasm_rt_funcref_t init)
+{
+    return table_grow((void **)&t->data, &t->size, t->max_size, sizeof *t->data, delta, &init);
 }
 
 uint32_t wasm_rt_grow_externref_table(wasm_rt_externref_table_t *t, uint32_t delta, wasm_rt_externref_t init)
 {
-    uint32_t old = t->size, i;
-    uint64_t want;
-    wasm_rt_externref_t *p;
-
-    if (delta == 0)
-        return old;
-    want = table_grow_to(old, t->max_size, delta);
-    if (!want || !(p = realloc(t->data, (size_t)want * sizeof *p)))
-        return UINT32_MAX;
-    for (i = old; i < want; i++)
-        p[i] = init;
-    t->data = p;
-    t->size = (uint32_t)want;
-    return old;
+    return table_grow((void **)&t->data, &t->size, t->max_size, sizeof *t->data, delta, &init);
 }
