@@ -31,7 +31,11 @@
     X(CLOSED,   15, "connection closed")                                      \
     X(PROTO,    16, "protocol error")                                         \
     X(CONFIG,   17, "bad configuration")                                      \
-    X(CONFLICT, 18, "version conflict")
+    X(CONFLICT, 18, "version conflict")                                       \
+    X(TIMEDOUT, 19, "timed out")                                              \
+    X(STALE,    20, "lease expired: the lock has moved on to another holder") \
+    X(NOQUORUM, 21, "no quorum: too few replicas reachable")                  \
+    X(ATTEST,   22, "attestation failed")
 
 enum {
     CL_OK = 0,
