@@ -35,7 +35,8 @@
     X(TIMEDOUT, 19, "timed out")                                              \
     X(STALE,    20, "lease expired: the lock has moved on to another holder") \
     X(NOQUORUM, 21, "no quorum: too few replicas reachable")                  \
-    X(ATTEST,   22, "attestation failed")
+    X(ATTEST,   22, "attestation failed")                                     \
+    X(UNSUPPORTED, 23, "not supported on a replicated store")
 
 enum {
     CL_OK = 0,
