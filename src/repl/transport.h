@@ -23,13 +23,14 @@
  * the engine must not rely on that across reconnections.
  *
  * Frames on the wire (peer.c; all integers little-endian):
- *   hello  (first frame on a connection, dialer -> listener):
- *          u32 len | u32 magic "CLP1" | u32 from_id | u64 epoch
- *   data:  u32 len | u64 seq | payload (one engine message)
+ *   hello   (first frame, dialer -> listener):
+ *           u32 len | u32 magic "CLP1" | u32 from_id | u64 epoch
+ *   welcome (the listener's answer): u32 len | "CLPW" | u32 id | u64 epoch
+ *   data:   u32 len | u64 seq | payload (one engine message)
  *   len counts the bytes after itself; seq starts at 1 and increases by
  *   one per frame on that connection.  Each node dials every peer and sends
  *   only on the connection it dialled, so each connection carries messages
- *   one way (no dial races); the listener only reads.
+ *   one way (no dial races); after its welcome the listener only reads.
  */
 #ifndef CLOISTER_REPL_TRANSPORT_H
 #define CLOISTER_REPL_TRANSPORT_H
