@@ -6,6 +6,7 @@
  *              DIR/cluster.json), and the connection-failure advice
  *   cmd_fn.c   deploy, invoke, ls, rm, logs (the node's HTTP API)
  *   cmd_kv.c   kv get|set|delete (the node's memcached protocol)
+ *   cmd_attest.c  attest (the coordinator's quote; saves the cluster CA)
  *
  * Exit status of every command: 0 success, 1 failure (the node refused,
  * a function failed, the node could not be reached), 2 bad usage.
@@ -26,6 +27,12 @@ enum {
     OPT_DATA = 1 << 1,
     OPT_DATA_FILE = 1 << 2,
     OPT_JSON = 1 << 3,
+    OPT_COORDINATOR = 1 << 4,
+    OPT_EXPECT = 1 << 5,
+    OPT_EXPECT_BINARY = 1 << 6,
+    OPT_PLATFORM_KEY = 1 << 7,
+    OPT_OUT = 1 << 8,
+    OPT_TOKEN = 1 << 9,
 };
 
 typedef struct cli_opts {
@@ -42,6 +49,12 @@ typedef struct cli_opts {
     const char *data;          /* invoke --data */
     const char *data_file;     /* invoke --data-file ('-' = stdin) */
     int json;                  /* ls --json */
+    const char *coordinator;   /* attest --coordinator HOST:PORT */
+    const char *expect;        /* attest --expect HEX */
+    const char *expect_binary; /* attest --expect-binary FILE */
+    const char *platform_key;  /* attest --platform-key HEX|FILE */
+    const char *out;           /* attest --out DIR */
+    const char *token;         /* attest --token S (with --tenant) */
     unsigned given;            /* OPT_* bits given on the command line */
     /* positional arguments after the command */
     int argc;
@@ -81,5 +94,6 @@ int cmd_ls(const cli_opts *o);
 int cmd_rm(const cli_opts *o);
 int cmd_logs(const cli_opts *o);
 int cmd_kv(const cli_opts *o);
+int cmd_attest(const cli_opts *o);
 
 #endif

@@ -51,6 +51,20 @@ static const cli_command commands[] = {
       "(--memcached HOST:PORT).  get prints the value as stored.  These are the\n"
       "store's plain keys; functions keep their own keys in per-tenant namespaces\n"
       "that the memcached protocol cannot name.\n" },
+    { "attest", cmd_attest,
+      OPT_COORDINATOR | OPT_EXPECT | OPT_EXPECT_BINARY | OPT_PLATFORM_KEY | OPT_OUT | OPT_TOKEN,
+      0, 0,
+      "attest --coordinator HOST:PORT (--expect HEX | --expect-binary FILE)\n"
+      "          --platform-key HEX|FILE --out DIR [--tenant T --token S]",
+      "Verifies the cluster's coordinator: it must answer a fresh challenge with a\n"
+      "quote, signed by the trusted platform key, showing the expected measurement\n"
+      "(--expect: a SHA-256 in hex; --expect-binary: the SHA-256 of FILE, e.g. the\n"
+      "cloisterd you built) for the very TLS key it uses.  Then saves the cluster CA\n"
+      "to DIR/ca.pem: from then on plain TLS verification against it (--ca) is\n"
+      "enough to know a node is attested.  With --tenant T --token S it also\n"
+      "obtains a client certificate for tenant T (DIR/client.pem, DIR/client.key).\n"
+      "--platform-key: the platform's attestation key, hex or a file holding it\n"
+      "(the coordinator logs it; PLATFORM_DIR/attestation.pub).\n" },
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -100,6 +114,7 @@ static const cli_command *find_command(const char *name)
 enum {
     O_NODE = 256, O_MEMCACHED, O_CA, O_CERT, O_KEY, O_DIR, O_TENANT, O_PLAINTEXT, O_TIMEOUT,
     O_NAME, O_DATA, O_DATA_FILE, O_JSON, O_VERSION, O_HELP,
+    O_COORDINATOR, O_EXPECT, O_EXPECT_BINARY, O_PLATFORM_KEY, O_OUT, O_TOKEN,
 };
 
 static const struct option longopts[] = {
@@ -116,6 +131,12 @@ static const struct option longopts[] = {
     { "data", required_argument, NULL, O_DATA },
     { "data-file", required_argument, NULL, O_DATA_FILE },
     { "json", no_argument, NULL, O_JSON },
+    { "coordinator", required_argument, NULL, O_COORDINATOR },
+    { "expect", required_argument, NULL, O_EXPECT },
+    { "expect-binary", required_argument, NULL, O_EXPECT_BINARY },
+    { "platform-key", required_argument, NULL, O_PLATFORM_KEY },
+    { "out", required_argument, NULL, O_OUT },
+    { "token", required_argument, NULL, O_TOKEN },
     { "version", no_argument, NULL, O_VERSION },
     { "help", no_argument, NULL, O_HELP },
     { NULL, 0, NULL, 0 },
@@ -128,6 +149,12 @@ static const char *option_name(unsigned bit)
     case OPT_DATA: return "--data";
     case OPT_DATA_FILE: return "--data-file";
     case OPT_JSON: return "--json";
+    case OPT_COORDINATOR: return "--coordinator";
+    case OPT_EXPECT: return "--expect";
+    case OPT_EXPECT_BINARY: return "--expect-binary";
+    case OPT_PLATFORM_KEY: return "--platform-key";
+    case OPT_OUT: return "--out";
+    case OPT_TOKEN: return "--token";
     default: return "?";
     }
 }
@@ -173,6 +200,12 @@ int main(int argc, char **argv)
         case O_DATA: o.data = optarg; o.given |= OPT_DATA; break;
         case O_DATA_FILE: o.data_file = optarg; o.given |= OPT_DATA_FILE; break;
         case O_JSON: o.json = 1; o.given |= OPT_JSON; break;
+        case O_COORDINATOR: o.coordinator = optarg; o.given |= OPT_COORDINATOR; break;
+        case O_EXPECT: o.expect = optarg; o.given |= OPT_EXPECT; break;
+        case O_EXPECT_BINARY: o.expect_binary = optarg; o.given |= OPT_EXPECT_BINARY; break;
+        case O_PLATFORM_KEY: o.platform_key = optarg; o.given |= OPT_PLATFORM_KEY; break;
+        case O_OUT: o.out = optarg; o.given |= OPT_OUT; break;
+        case O_TOKEN: o.token = optarg; o.given |= OPT_TOKEN; break;
         case O_VERSION:
             printf("cloister %s\n", CLOISTER_VERSION);
             free(pos);
@@ -218,7 +251,7 @@ int main(int argc, char **argv)
     const cli_command *cmd = find_command(name);
     if (!cmd) {
         rc = cli_usage_error(NULL, "unknown command '%s' (commands: deploy, invoke, ls, rm, "
-                                   "logs, kv)", name);
+                                   "logs, kv, attest)", name);
         goto out;
     }
     if (help) {

@@ -22,8 +22,15 @@
  * (arena file, ready file, certificates, state directory) are left in
  * place.
  *
+ * Cluster modes (cluster.h): with --coordinator the process is the
+ * coordinator and nothing else; with --join the node binds its listeners,
+ * attests to the coordinator, installs the issued certificate, then
+ * starts as above.  A node the coordinator refuses exits 1 with the
+ * coordinator's reason on stderr and in the log.
+ *
  * Exit status: 0 after a clean stop, 1 when startup fails, 2 for bad usage.
  */
+#include "cluster.h"
 #include "config.h"
 
 #include "../common/err.h"
@@ -37,6 +44,7 @@
 #include "../store/store.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -58,9 +66,10 @@ static void conn_stats(void *arg, uint64_t *curr, uint64_t *total)
     *total = st.total_connections;
 }
 
-/* Writes the ready file atomically: a temporary file in the same
- * directory, then rename(2), so a reader sees nothing or all of it. */
-static int write_ready_file(const char *path, const char *addr, const char *http, int tls)
+/* Writes the ready file (the JSON object obj) atomically: a temporary
+ * file in the same directory, then rename(2), so a reader sees nothing or
+ * all of it.  0 or -1 (message printed). */
+static int write_ready_file(const char *path, json_t *obj)
 {
     size_t n = strlen(path) + 32;
     char *tmp = malloc(n);
@@ -70,8 +79,7 @@ static int write_ready_file(const char *path, const char *addr, const char *http
     FILE *f = fopen(tmp, "w");
     int ok = f != NULL;
     if (ok) {
-        ok = fprintf(f, "{\"pid\": %ld, \"memcached\": \"%s\", \"http\": \"%s\", \"tls\": %s}\n",
-                     (long)getpid(), addr, http, tls ? "true" : "false") > 0;
+        ok = json_dumpf(obj, f, JSON_COMPACT) == 0 && fputc('\n', f) != EOF;
         ok = (fclose(f) == 0) && ok;
         ok = ok && rename(tmp, path) == 0;
         if (!ok)
@@ -81,6 +89,19 @@ static int write_ready_file(const char *path, const char *addr, const char *http
         fprintf(stderr, "cloisterd: cannot write the ready file '%s': %s\n", path, strerror(errno));
     free(tmp);
     return ok ? 0 : -1;
+}
+
+/* The node's ready file: {"pid", "memcached", "http", "tls"} and, in a
+ * cluster, the cluster fields (cluster.h). */
+static int write_node_ready_file(const daemon_config *cfg, const daemon_cluster *cl,
+                                 const char *addr, const char *http, int tls)
+{
+    json_t *o = json_pack("{s:i, s:s, s:s, s:b}", "pid", (int)getpid(), "memcached", addr,
+                          "http", http, "tls", tls);
+    int rc = o && cluster_ready_fields(cl, cfg, o) == CL_OK ? write_ready_file(cfg->ready_file, o)
+                                                             : -1;
+    json_decref(o);
+    return rc;
 }
 
 /* Creates the function runtime (state directory, compile cache, executor
@@ -130,6 +151,8 @@ int main(int argc, char **argv)
     http_context http;
     int http_ready = 0;
     int sfd = -1;
+    daemon_cluster cluster;
+    memset(&cluster, 0, sizeof cluster);
 
     daemon_config_init(&cfg);
     switch (daemon_config_parse(&cfg, argc, argv, stdout, err, sizeof err)) {
@@ -157,8 +180,19 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
 
-    int tls = cfg.tls_cert != NULL;
-    if (tls) {
+    if (cfg.coordinator) {
+        status = cluster_run_coordinator(&cfg, sfd, wait_for_stop, write_ready_file);
+        goto out;
+    }
+
+    int tls = cfg.tls_cert != NULL || cfg.join != NULL;
+    if (cfg.join) {
+        /* The certificate arrives after the listeners are bound (cluster.h). */
+        if (net_tls_ctx_new(NET_TLS_SERVER, &ssl_ctx, err, sizeof err) != CL_OK) {
+            fprintf(stderr, "cloisterd: TLS setup failed: %s\n", err);
+            goto out;
+        }
+    } else if (tls) {
         net_tls_config tc = { .cert_file = cfg.tls_cert, .key_file = cfg.tls_key,
                               .ca_file = cfg.tls_ca };
         if (net_tls_server_ctx_create(&tc, &ssl_ctx, err, sizeof err) != CL_OK) {
@@ -230,6 +264,10 @@ int main(int argc, char **argv)
     net_server_listener_name(srv, 0, bound, sizeof bound);
     net_server_listener_name(srv, 1, http_bound, sizeof http_bound);
 
+    if (cfg.join && (cluster_join(&cfg, bound, http_bound, &cluster) != CL_OK ||
+                     cluster_tls_setup(&cluster, &cfg, ssl_ctx) != CL_OK))
+        goto out;
+
     if (start_runtime(&cfg, st, &runtime) != CL_OK)
         goto out;
     http.runtime = runtime;
@@ -242,14 +280,15 @@ int main(int argc, char **argv)
     cl_log_info(MOD, "cloisterd %s serving memcached on %s and HTTP%s on %s, TLS %s, "
                      "memory %zu MB, max value %zu bytes, arena %s, %d threads, eviction %s",
                 CLOISTER_VERSION, bound, tls ? "S" : "", http_bound,
-                !tls ? "off (plaintext)" : cfg.tls_ca ? "1.3 with client certificates" : "1.3",
+                !tls ? "off (plaintext)"
+                     : cfg.tls_ca || cluster.joined ? "1.3 with client certificates" : "1.3",
                 cfg.memory_mb, cfg.max_value, cfg.arena_file ? cfg.arena_file : "in anonymous memory",
                 cfg.threads, cfg.evict_lru ? "lru" : "none");
     cl_log_info(MOD, "functions: %d executor threads, time-out %u ms, memory %zu MB per "
                      "instance, output %zu bytes, request body %zu bytes, state in %s",
                 cfg.fn_threads, cfg.fn_timeout_ms, cfg.fn_memory_mb, cfg.fn_max_output,
                 cfg.max_body, cfg.state_dir);
-    if (cfg.ready_file && write_ready_file(cfg.ready_file, bound, http_bound, tls) != 0)
+    if (cfg.ready_file && write_node_ready_file(&cfg, &cluster, bound, http_bound, tls) != 0)
         goto out;
 
     int sig = wait_for_stop(sfd);
@@ -263,6 +302,7 @@ out:
     rt_destroy(runtime);          /* finishes queued invocations, stops the executors */
     store_destroy(st);
     SSL_CTX_free(ssl_ctx);
+    cluster_fini(&cluster);
     if (sfd >= 0)
         close(sfd);
     if (status == 0)

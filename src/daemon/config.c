@@ -10,7 +10,9 @@
 #include "config.h"
 
 #include "../common/log.h"
+#include "../coord/coord.h"
 #include "../net/addr.h"
+#include "../repl/transport.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -286,6 +288,65 @@ static int set_verbose(daemon_config *cfg, const char *v, char *err, size_t errl
     return 0;
 }
 
+static int set_addr(char **dst, const char *flag, const char *example, const char *v, char *err,
+                    size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (net_addr_parse(v, &ss, &len) != 0)
+        return errf(err, errlen, "--%s '%s' is not a usable address: expected HOST:PORT, e.g. %s",
+                    flag, v, example);
+    return set_string(dst, v, flag, err, errlen);
+}
+
+static int set_coordinator(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    if (!v)
+        return cfg->coordinator = 1, 0;
+    if (parse_bool(v, &cfg->coordinator) != 0)
+        return errf(err, errlen, "coordinator takes yes or no, not '%s'", v);
+    return 0;
+}
+
+static int set_manifest(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    return set_string(&cfg->manifest, v, "manifest", err, errlen);
+}
+
+static int set_platform_dir(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    return set_string(&cfg->platform_dir, v, "platform-dir", err, errlen);
+}
+
+static int set_join(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    return set_addr(&cfg->join, "join", "127.0.0.1:7000", v, err, errlen);
+}
+
+static int set_peer(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    return set_addr(&cfg->peer, "peer", "127.0.0.1:7101", v, err, errlen);
+}
+
+static int set_node_id(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    size_t n;
+    if (parse_size(v, 0, &n) != 0 || n < 1 || n > REPL_MAX_NODES)
+        return errf(err, errlen, "--node-id '%s' is not a node id: use 1 to %d, as in the "
+                    "coordinator's manifest", v, REPL_MAX_NODES);
+    cfg->node_id = (int)n;
+    return 0;
+}
+
+static int set_expect_coordinator(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    if (attest_unhex(v, cfg->expect_coordinator, sizeof cfg->expect_coordinator) != 0)
+        return errf(err, errlen, "--expect-coordinator '%s' is not a measurement: expected 64 hex "
+                    "digits (sha256sum of the coordinator's binary)", v);
+    cfg->expect_coordinator_set = 1;
+    return 0;
+}
+
 /* Handled by daemon_config_parse itself. */
 static int set_nothing(daemon_config *cfg, const char *v, char *err, size_t errlen) { return 0; }
 
@@ -339,9 +400,33 @@ static const config_option options[] = {
     { "max-body", 0, "BYTES", set_max_body,
       "largest request body an invocation accepts (HTTP 413 beyond); k/m suffixes allowed",
       "4m", 1 },
+    { "join", 0, "HOST:PORT", set_join,
+      "join the cluster whose coordinator listens at HOST:PORT: attest this binary to it, then "
+      "serve with the certificate it issues (instead of --tls-cert/--tls-key; clients need "
+      "certificates from the cluster CA)", NULL, 1 },
+    { "node-id", 0, "N", set_node_id, "with --join: this node's id in the manifest (1..7)",
+      NULL, 1 },
+    { "peer", 0, "HOST:PORT", set_peer,
+      "with --join: the address other nodes reach this one at for replication (mutual TLS)",
+      NULL, 1 },
+    { "expect-coordinator", 0, "HEX", set_expect_coordinator,
+      "with --join: the coordinator's measurement (SHA-256 of its binary) to insist on",
+      "this binary's own measurement", 1 },
+    { "coordinator", 0, NULL, set_coordinator,
+      "run as the cluster's coordinator instead of a node: verify joining nodes' quotes, issue "
+      "certificates from the cluster CA (kept in --state-dir), serve on --listen; needs "
+      "--manifest", NULL, 1 },
+    { "manifest", 0, "FILE", set_manifest,
+      "the coordinator's manifest: allowed measurements, nodes, tenants and their namespaces "
+      "(JSON; see docs/ATTESTATION.md)", NULL, 1 },
+    { "platform-dir", 0, "DIR", set_platform_dir,
+      "the simulated platform (its root key in DIR/platform.key): processes given the same DIR "
+      "count as one machine's CPU and trust each other's quotes", "the --state-dir", 1 },
     { "ready-file", 0, "PATH", set_ready_file,
       "once listening, write {\"pid\", \"memcached\", \"http\", \"tls\"} as JSON to PATH "
-      "(atomically)", NULL, 1 },
+      "(atomically); with --join also node_id, epoch, recover, peer, coordinator, measurement; "
+      "with --coordinator {\"pid\", \"coordinator\", \"measurement\", \"platform_key\"}",
+      NULL, 1 },
     { "log-level", 0, "LEVEL", set_log_level, "error, warn, info or debug", "info", 1 },
     { "verbose", 'v', NULL, set_verbose, "log more (repeatable: -vv)", NULL, 0 },
 };
@@ -404,7 +489,9 @@ void daemon_config_usage(FILE *out)
     }
     fprintf(out,
             "\nTLS is required unless --plaintext is given: pass --tls-cert and --tls-key\n"
-            "(both listeners, memcached and HTTP, use them).\n"
+            "(both listeners, memcached and HTTP, use them), or --join HOST:PORT --node-id N\n"
+            "to attest to the cluster's coordinator and serve with the certificate it issues.\n"
+            "'cloisterd --coordinator --manifest FILE --listen HOST:PORT' runs the coordinator.\n"
             "SIGTERM or SIGINT stops the daemon cleanly (exit status 0).\n"
             "Exit status: 0 after a clean stop, 1 when startup fails (files, ports, memory),\n"
             "2 for bad usage.\n");
@@ -496,11 +583,53 @@ void daemon_config_fini(daemon_config *cfg)
     free(cfg->ready_file);
     free(cfg->http);
     free(cfg->state_dir);
+    free(cfg->manifest);
+    free(cfg->platform_dir);
+    free(cfg->join);
+    free(cfg->peer);
     memset(cfg, 0, sizeof *cfg);
+}
+
+/* --coordinator and --join each change what the daemon is; their flags
+ * make no sense elsewhere. */
+static int check_cluster(daemon_config *cfg, char *err, size_t errlen)
+{
+    int tls_files = cfg->tls_cert || cfg->tls_key;
+    if (cfg->coordinator) {
+        if (!cfg->manifest)
+            return errf(err, errlen, "--coordinator needs --manifest FILE (the allowed "
+                        "measurements, nodes and tenants; see docs/ATTESTATION.md)");
+        if (cfg->join || cfg->node_id || cfg->peer || cfg->expect_coordinator_set)
+            return errf(err, errlen, "--join, --node-id, --peer and --expect-coordinator are for "
+                        "nodes, not for the --coordinator");
+        if (tls_files || cfg->tls_ca || cfg->plaintext)
+            return errf(err, errlen, "the --coordinator always serves TLS with a certificate from "
+                        "its own cluster CA: drop --tls-cert/--tls-key/--tls-ca/--plaintext");
+        if (!cfg->listen &&
+            set_string(&cfg->listen, COORD_DEFAULT_LISTEN, "listen", err, errlen) != 0)
+            return -1;
+        return 0;
+    }
+    if (cfg->manifest)
+        return errf(err, errlen, "--manifest is for the --coordinator");
+    if (!cfg->join) {
+        if (cfg->node_id || cfg->peer || cfg->expect_coordinator_set)
+            return errf(err, errlen, "--node-id, --peer and --expect-coordinator need --join "
+                        "HOST:PORT (the coordinator's address)");
+        return 0;
+    }
+    if (!cfg->node_id)
+        return errf(err, errlen, "--join needs --node-id N (this node's id in the manifest)");
+    if (tls_files || cfg->plaintext)
+        return errf(err, errlen, "--join serves TLS with the certificate the coordinator issues: "
+                    "drop --tls-cert/--tls-key/--plaintext");
+    return 0;
 }
 
 static int check_combination(daemon_config *cfg, char *err, size_t errlen)
 {
+    if (check_cluster(cfg, err, errlen) != 0)
+        return -1;
     if (!cfg->listen && set_string(&cfg->listen, "127.0.0.1:11211", "listen", err, errlen) != 0)
         return -1;
     if (!cfg->http && set_string(&cfg->http, DEFAULT_HTTP, "http", err, errlen) != 0)
@@ -508,6 +637,11 @@ static int check_combination(daemon_config *cfg, char *err, size_t errlen)
     if (!cfg->state_dir &&
         set_string(&cfg->state_dir, DEFAULT_STATE_DIR, "state-dir", err, errlen) != 0)
         return -1;
+    if (cfg->max_value > cfg->memory_mb << 20)
+        return errf(err, errlen, "--max-value (%zu bytes) is larger than --memory (%zu MB): "
+                    "raise --memory or lower --max-value", cfg->max_value, cfg->memory_mb);
+    if (cfg->coordinator || cfg->join)
+        return 0;      /* TLS with a certificate from the cluster CA (check_cluster) */
     int tls = cfg->tls_cert || cfg->tls_key;
     if (tls && (!cfg->tls_cert || !cfg->tls_key))
         return errf(err, errlen, "--%s is missing: TLS needs both --tls-cert FILE and --tls-key FILE",
@@ -522,10 +656,8 @@ static int check_combination(daemon_config *cfg, char *err, size_t errlen)
     if (!tls && !cfg->plaintext)
         return errf(err, errlen,
                     "refusing to serve without TLS: give --tls-cert FILE and --tls-key FILE, or "
-                    "--plaintext to serve unencrypted (loopback or trusted networks only)");
-    if (cfg->max_value > cfg->memory_mb << 20)
-        return errf(err, errlen, "--max-value (%zu bytes) is larger than --memory (%zu MB): "
-                    "raise --memory or lower --max-value", cfg->max_value, cfg->memory_mb);
+                    "--plaintext to serve unencrypted (loopback or trusted networks only), or "
+                    "--join HOST:PORT to get a certificate from the cluster's coordinator");
     return 0;
 }
 

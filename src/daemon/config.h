@@ -37,6 +37,15 @@ typedef struct daemon_config {
     size_t fn_memory_mb; /* linear memory cap per instance */
     size_t fn_max_output;/* output bytes per invocation */
     size_t max_body;     /* request body bytes per invocation */
+    /* cluster (docs/ATTESTATION.md) */
+    int coordinator;     /* run as the coordinator, not as a node */
+    char *manifest;      /* the coordinator's manifest */
+    char *platform_dir;  /* the simulated platform; NULL = state_dir */
+    char *join;          /* coordinator "HOST:PORT": attest and join the cluster */
+    int node_id;         /* with --join: this node's id in the manifest */
+    char *peer;          /* with --join: replication address "HOST:PORT" */
+    int expect_coordinator_set;
+    unsigned char expect_coordinator[32]; /* SHA-256 the coordinator must measure as */
     int log_level;       /* CL_LOG_*; after parsing, raised by one per -v */
     int verbose;         /* number of -v */
 } daemon_config;

@@ -1,0 +1,72 @@
+/*
+ * cluster.h - cloisterd as a member of a cluster (--join) and as the
+ * cluster's coordinator (--coordinator).
+ *
+ * A joining node binds its listeners first (so it can report the real
+ * ports), then attests to the coordinator (coord/join.h), then installs
+ * the issued certificate into the listeners' TLS context before any
+ * connection is accepted.  The join result stays in daemon_cluster for
+ * the daemon's lifetime: it is what the replication layer starts from.
+ *
+ * Called by cloisterd.c's main() only, on the main thread, at start-up.
+ */
+#ifndef CLOISTER_DAEMON_CLUSTER_H
+#define CLOISTER_DAEMON_CLUSTER_H
+
+#include <jansson.h>
+#include <openssl/ssl.h>
+
+#include "../coord/join.h"
+#include "config.h"
+
+typedef struct daemon_cluster {
+    int joined;                 /* 1 after a successful --join */
+    coord_join_result join;
+    /*
+     * REPL: the replication layer is wired here (src/repl).  Everything it
+     * needs is in `join`: self, n, epoch, recover, nodes[] (peer
+     * addresses), key + cert + ca (the peer mesh's mutual TLS: contexts
+     * from net_tls_ctx_new/_use_identity/_trust), policy (every peer
+     * certificate must pass attest_verify_peer after the handshake, which
+     * also yields the peer's node id: peer_config.verify_peer =
+     * cluster_verify_peer, verify_arg = &join.policy) and ns[] (namespaces
+     * and modes).  The peer listener is cfg->peer; epoch/recover go to
+     * repl_config.
+     */
+} daemon_cluster;
+
+/*
+ * Attests to the coordinator at cfg->join and joins as cfg->node_id,
+ * reporting the bound memcached and HTTP addresses and cfg->peer.  On
+ * failure prints the reason (for a refusal, the coordinator's: e.g. "the
+ * coordinator refused: measurement 3fa1.. is not allowed by the
+ * manifest") to stderr and the log, and returns the CL_E* code.
+ */
+int cluster_join(const daemon_config *cfg, const char *memcached, const char *http,
+                 daemon_cluster *out);
+
+/* Installs the node's certificate into ctx (a server context from
+ * net_tls_ctx_new) and requires client certificates from the cluster CA,
+ * or from cfg->tls_ca when given.  CL_OK, or a code with a message
+ * printed. */
+int cluster_tls_setup(const daemon_cluster *cl, const daemon_config *cfg, SSL_CTX *ctx);
+
+/* Adds the ready file's cluster fields to obj (nothing unless joined).
+ * CL_OK or CL_ENOMEM. */
+int cluster_ready_fields(const daemon_cluster *cl, const daemon_config *cfg, json_t *obj);
+
+/* A peer_verify_fn (repl/peer.h) for the peer mesh: arg = &cl->join.policy.
+ * Runs attest_verify_peer on a certificate whose chain the handshake
+ * verified against the cluster CA. */
+int cluster_verify_peer(void *arg, X509 *peer_cert, int *node_id, char *why, size_t cap);
+
+void cluster_fini(daemon_cluster *cl);
+
+/* Runs the coordinator until SIGTERM/SIGINT arrives on the signalfd sfd.
+ * Returns the process exit status (0 after a clean stop, 1 when start-up
+ * failed). */
+int cluster_run_coordinator(const daemon_config *cfg, int sfd,
+                            int (*wait_for_stop)(int sfd),
+                            int (*write_ready)(const char *path, json_t *obj));
+
+#endif
