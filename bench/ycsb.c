@@ -1,8 +1,10 @@
 /*
- * bench/ycsb.c - a YCSB-style closed-loop load generator for servers that
- * speak memcached's text protocol (memcached itself, cloisterd), over TLS or
- * in plaintext.  bench/run.sh uses it to compare cloisterd with memcached; it
- * can also be used by hand (--help).
+ * bench/ycsb.c - a YCSB-style closed-loop load generator for key-value
+ * servers: those that speak memcached's text protocol (memcached itself,
+ * cloisterd, a Cloister cluster's nodes), over TLS or in plaintext, and etcd
+ * 3.4 through its v3 HTTP/JSON gateway.  bench/run.sh uses it to compare
+ * cloisterd with memcached, bench/cluster.sh to compare Cloister clusters
+ * with etcd; it can also be used by hand (--help).
  *
  * What it reproduces from YCSB's CoreWorkload:
  *   - keys "user<n>", n = FNV-64(key id) ("hashed" insert order), key ids
@@ -15,11 +17,22 @@
  *     F (50% read / 50% read-modify-write); RMW latency counts read + write;
  *   - one outstanding request per connection (closed loop).
  *
- * Comparing servers fairly on a noisy machine: given several --port, it
+ * Targets: a target is one system under test: a protocol, one or more
+ * addresses (a cluster's members; connections are spread over them round
+ * robin) and its own TLS settings.  --port makes memcached-protocol targets
+ * that share --host and the TLS options; --target describes one completely.
+ * Protocols:
+ *   memcached  text "get KEY" / "set KEY 0 0 N": the same bytes to every
+ *              server;
+ *   etcd       HTTP/1.1 keep-alive, POST /v3/kv/range {"key": b64} (etcd's
+ *              default, linearizable read) and POST /v3/kv/put {"key": b64,
+ *              "value": b64}; responses with Content-Length or chunked.
+ *
+ * Comparing servers fairly on a noisy machine: given several targets, it
  * connects to all of them and serves them in turn, in time slices (--slice,
  * default 0.5 s), each measured separately; a slice's first GUARD_MS are not
- * measured (the previous server's last replies may still be arriving).  Each
- * server so sees the same machine noise, the same client and the same
+ * measured (the previous target's last replies may still be arriving).  Each
+ * target so sees the same machine noise, the same client and the same
  * request stream.
  *
  * Trust in the numbers: every value is self-describing (a header with a
@@ -30,11 +43,12 @@
  * 1.
  *
  * Threads: main opens every connection (blocking connect and TLS handshake),
- * then each of --threads workers drives its --conns connections per server
+ * then each of --threads workers drives its --conns connections per target
  * from one epoll loop, non-blocking, OpenSSL in non-blocking mode.  Workers
  * share only the read-only key table, options and the phase clock, which main
  * sets before starting them; main merges their statistics after joining them.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -51,18 +65,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
 #define NS_PER_S         1000000000ull
 #define NS_PER_MS        1000000ull
-#define MAX_TARGETS      4         /* servers compared in one run */
+#define MAX_TARGETS      4         /* systems compared in one run */
+#define MAX_ENDPOINTS    8         /* addresses of one target (cluster members) */
 #define GUARD_MS         10        /* unmeasured start of each slice */
 #define KEY_CAP          28        /* "user" + up to 19 digits + NUL fits */
 #define LOAD_WINDOW      16        /* pipelined sets per connection while loading */
@@ -72,31 +89,47 @@
 #define STR(x)           STR_(x)
 #define VALUE_MAGIC      0x56594c43u   /* "CLYV" little-endian */
 #define VALUE_HDR        32        /* sizeof(struct value_hdr) */
+#define B64_LEN(n)       (4 * (((size_t)(n) + 2) / 3))   /* padded base64 of n bytes */
+#define HTTP_HEAD_CAP    1024      /* request or response head, generously */
 
 /* ---- options (read-only once main has parsed them) ------------------------ */
 
+enum proto { PROTO_MEMCACHED, PROTO_ETCD };
+static const char *const proto_names[] = {"memcached", "etcd"};
+
+struct endpoint {
+    char host[64];              /* name or address, IPv6 without brackets */
+    char port[8];
+    char addr[80];              /* "host:port" as given: Host header, reports */
+};
+
 struct target {
-    const char *port;
-    const char *name;           /* for reports; default "host:port" */
+    const char *name;           /* for reports; default its first address */
+    enum proto proto;
+    struct endpoint ep[MAX_ENDPOINTS];
+    int nep;
+    bool tls;
+    const char *ca, *cert, *key;
+    SSL_CTX *ctx;               /* made by main when tls */
     char tls_version[16];       /* what the handshake settled on */
     char cipher[64];
 };
 
 static struct options {
-    const char *host;
+    const char *host;           /* --host, for --port targets */
     struct target target[MAX_TARGETS];
     int ntargets;
-    bool tls;
+    bool tls;                   /* --tls, --ca, --cert, --key: for --port targets */
     const char *ca, *cert, *key;
     char workload;              /* 'A', 'B', 'C', 'F', or 0: no run phase */
     uint32_t records;
     uint32_t value_size;
     int threads;
-    int conns;                  /* per thread and server */
-    double duration;            /* measured seconds per server, 0 = bounded by --ops */
+    int conns;                  /* per thread and target */
+    double duration;            /* measured seconds per target, 0 = bounded by --ops */
     uint64_t ops;               /* measured transactions, 0 = bounded by time */
     bool load;
-    double warmup;              /* per server */
+    double warmup;              /* per target */
     double slice;
     uint64_t seed;
     bool json;
@@ -126,6 +159,7 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
 }
 
+__attribute__((format(printf, 1, 2)))
 static void die(const char *fmt, ...)
 {
     va_list ap;
@@ -421,6 +455,7 @@ struct worker;
 struct conn {
     struct worker *w;
     int target;
+    const struct endpoint *ep;  /* the address it is connected to */
     int fd;                     /* -1 once failed */
     SSL *ssl;                   /* NULL in plaintext */
     bool out_armed;             /* EPOLLOUT registered */
@@ -429,6 +464,9 @@ struct conn {
     size_t out_len, out_off, out_cap;
     char *in;                   /* bytes received and not yet parsed */
     size_t in_len, in_cap;
+    char *body;                 /* etcd: a chunked response body, reassembled (in_cap) */
+    char *val;                  /* etcd: a value being encoded or verified
+                                   (value_size + 3; never both at once) */
     struct pending pend[LOAD_WINDOW];   /* sent, unanswered, oldest first */
     unsigned pend_head, pend_n;
     enum op_kind txn;           /* run phase: the transaction in progress */
@@ -456,6 +494,7 @@ struct worker {
     pthread_t thread;
 };
 
+__attribute__((format(printf, 2, 3)))
 static void report_failure(struct worker *w, const char *fmt, ...)
 {
     if (w->reported++ >= REPORT_LIMIT)
@@ -578,24 +617,65 @@ static void conn_push(struct conn *c, uint32_t key, bool is_get, uint64_t now)
 }
 
 /* Requests are only queued when everything before them is sent, so a TLS
- * write that would block is always retried with the same bytes. */
-static void req_get(struct conn *c, uint32_t key, uint64_t now)
+ * write that would block is always retried with the same bytes.  The
+ * buffers are sized for LOAD_WINDOW requests of either protocol
+ * (workers_create). */
+static void mc_get(struct conn *c, uint32_t key)
 {
     char *p = c->out + c->out_len;
     memcpy(p, "get ", 4);
     memcpy(p + 4, keys[key].s, keys[key].len);
     memcpy(p + 4 + keys[key].len, "\r\n", 2);
     c->out_len += 6 + keys[key].len;
-    conn_push(c, key, true, now);
 }
 
-static void req_set(struct conn *c, uint32_t key, uint64_t version, uint64_t now)
+static void mc_set(struct conn *c, uint32_t key, uint64_t version)
 {
     char *p = c->out + c->out_len;
     int n = sprintf(p, "set %s 0 0 %u\r\n", keys[key].s, opt.value_size);
     value_fill(p + n, key, version);
     memcpy(p + n + opt.value_size, "\r\n", 2);
     c->out_len += (size_t)n + opt.value_size + 2;
+}
+
+/* POST /v3/kv/range {"key":K} or /v3/kv/put {"key":K,"value":V}, K and V in
+ * base64 as the gateway's JSON mapping of bytes fields wants. */
+static void etcd_request(struct conn *c, uint32_t key, bool put, uint64_t version)
+{
+    size_t klen = B64_LEN(keys[key].len), vlen = B64_LEN(opt.value_size);
+    size_t body = 10 + klen + (put ? 11 + vlen : 0);   /* {"key":"K"} + ,"value":"V" */
+    char *p = c->out + c->out_len;
+    p += sprintf(p, "POST /v3/kv/%s HTTP/1.1\r\nHost: %s\r\n"
+                    "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                 put ? "put" : "range", c->ep->addr, body);
+    p += sprintf(p, "{\"key\":\"");
+    p += EVP_EncodeBlock((unsigned char *)p, (const unsigned char *)keys[key].s, (int)keys[key].len);
+    *p++ = '"';
+    if (put) {
+        value_fill(c->val, key, version);
+        p += sprintf(p, ",\"value\":\"");
+        p += EVP_EncodeBlock((unsigned char *)p, (const unsigned char *)c->val, (int)opt.value_size);
+        *p++ = '"';
+    }
+    *p++ = '}';
+    c->out_len = (size_t)(p - c->out);
+}
+
+static void req_get(struct conn *c, uint32_t key, uint64_t now)
+{
+    if (opt.target[c->target].proto == PROTO_ETCD)
+        etcd_request(c, key, false, 0);
+    else
+        mc_get(c, key);
+    conn_push(c, key, true, now);
+}
+
+static void req_set(struct conn *c, uint32_t key, uint64_t version, uint64_t now)
+{
+    if (opt.target[c->target].proto == PROTO_ETCD)
+        etcd_request(c, key, true, version);
+    else
+        mc_set(c, key, version);
     conn_push(c, key, false, now);
 }
 
@@ -722,21 +802,42 @@ static bool parse_value_line(const char *line, size_t n, const char **key, size_
     return p == end || *p == ' ';                            /* a cas unique may follow */
 }
 
-/* Consumes every complete reply in the input; false if the connection failed. */
-static bool conn_parse(struct conn *c)
+/* Counts and describes (with its first line) a reply that is an error. */
+static void reply_error(struct conn *c, const struct pending *r, const char *what,
+                        const char *text, size_t n)
 {
-    size_t pos = 0;
+    const char *eol = memchr(text, '\n', n);
+    if (eol)
+        n = (size_t)(eol - text) - (eol > text && eol[-1] == '\r');
+    c->w->st[c->target].errors++;
+    report_failure(c->w, "%s: %s %s: %s \"%.*s\"", opt.target[c->target].name,
+                   r->is_get ? "get" : "set", keys[r->key].s, what, (int)(n < 120 ? n : 120), text);
+}
+
+/* Takes the oldest request off the queue and hands its reply on. */
+static void reply_done(struct conn *c, enum reply rep, const char *data, size_t len)
+{
+    struct pending r = c->pend[c->pend_head];
+    c->pend_head = (c->pend_head + 1) % LOAD_WINDOW;
+    c->pend_n--;
+    on_reply(c, &r, rep, data, len);
+}
+
+/* memcached: consumes the complete replies from in + *pos; false if the
+ * connection failed. */
+static bool mc_parse(struct conn *c, size_t *pos)
+{
     while (c->pend_n > 0 && c->fd >= 0) {
-        const char *p = c->in + pos, *eol;
-        size_t avail = c->in_len - pos, used, dlen = 0;
+        const char *p = c->in + *pos, *eol;
+        size_t avail = c->in_len - *pos, used, dlen = 0;
         if (!(eol = memmem(p, avail, "\r\n", 2)))
             break;
         size_t line = (size_t)(eol - p);
-        struct pending r = c->pend[c->pend_head];
+        const struct pending *r = &c->pend[c->pend_head];
         const char *data = NULL;
         enum reply rep;
         used = line + 2;
-        if (r.is_get && line > 6 && memcmp(p, "VALUE ", 6) == 0) {
+        if (r->is_get && line > 6 && memcmp(p, "VALUE ", 6) == 0) {
             const char *k;
             size_t klen;
             uint64_t bytes;
@@ -757,25 +858,223 @@ static bool conn_parse(struct conn *c)
             data = p + used;
             dlen = (size_t)bytes;
             used += (size_t)bytes + 7;
-            rep = klen == keys[r.key].len && memcmp(k, keys[r.key].s, klen) == 0
+            rep = klen == keys[r->key].len && memcmp(k, keys[r->key].s, klen) == 0
                       ? REPLY_VALUE : REPLY_WRONG_KEY;
-        } else if (r.is_get && line == 3 && memcmp(p, "END", 3) == 0) {
+        } else if (r->is_get && line == 3 && memcmp(p, "END", 3) == 0) {
             rep = REPLY_MISS;
-        } else if (!r.is_get && line == 6 && memcmp(p, "STORED", 6) == 0) {
+        } else if (!r->is_get && line == 6 && memcmp(p, "STORED", 6) == 0) {
             rep = REPLY_STORED;
         } else {
             rep = REPLY_ERROR;
-            c->w->st[c->target].errors++;
-            report_failure(c->w, "%s: %s %s: server replied \"%.*s\"",
-                           opt.target[c->target].name, r.is_get ? "get" : "set",
-                           keys[r.key].s, (int)(line < 120 ? line : 120), p);
+            reply_error(c, r, "server replied", p, line);
         }
-        pos += used;
-        c->pend_head = (c->pend_head + 1) % LOAD_WINDOW;
-        c->pend_n--;
-        on_reply(c, &r, rep, data, dlen);
+        *pos += used;
+        reply_done(c, rep, data, dlen);
     }
-    if (c->fd < 0)
+    return c->fd >= 0;
+}
+
+/* The parts of an HTTP/1.1 response head the driver needs. */
+struct http_head {
+    int status;
+    long long length;           /* Content-Length, -1 if absent */
+    bool chunked;               /* Transfer-Encoding ends with "chunked" */
+};
+
+/* Parses a response head of n bytes, its final blank line included. */
+static bool http_head_parse(const char *p, size_t n, struct http_head *h)
+{
+    const char *end = p + n - 2, *line, *eol;
+    h->status = 0;
+    h->length = -1;
+    h->chunked = false;
+    if (n < 16 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ')
+        return false;
+    for (int i = 9; i < 12; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        h->status = h->status * 10 + (p[i] - '0');
+    }
+    for (line = memmem(p, n, "\r\n", 2) + 2; line < end; line = eol + 2) {
+        eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
+        const char *colon = memchr(line, ':', (size_t)(eol - line)), *v;
+        if (!colon)
+            return false;
+        size_t name = (size_t)(colon - line), vlen;
+        for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+            ;
+        vlen = (size_t)(eol - v);
+        while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+            vlen--;
+        if (name == 14 && strncasecmp(line, "Content-Length", 14) == 0) {
+            if (vlen == 0 || vlen > 12)
+                return false;
+            h->length = 0;
+            for (size_t i = 0; i < vlen; i++) {
+                if (v[i] < '0' || v[i] > '9')
+                    return false;
+                h->length = h->length * 10 + (v[i] - '0');
+            }
+        } else if (name == 17 && strncasecmp(line, "Transfer-Encoding", 17) == 0) {
+            h->chunked = vlen >= 7 && strncasecmp(v + vlen - 7, "chunked", 7) == 0;
+        }
+    }
+    return true;
+}
+
+/* Reassembles a chunked body from the n bytes at p into out (cap bytes):
+ * 1 when it is complete (*len body bytes, *used bytes of p consumed, trailer
+ * included), 0 if more input is needed, -1 if malformed or over cap. */
+static int http_dechunk(const char *p, size_t n, char *out, size_t cap, size_t *len,
+                        size_t *used)
+{
+    size_t pos = 0, got = 0;
+    for (;;) {
+        const char *eol = memmem(p + pos, n - pos, "\r\n", 2);
+        if (!eol)
+            return n - pos > 64 ? -1 : 0;
+        uint64_t size = 0;
+        const char *q = p + pos;
+        for (; q < eol && isxdigit((unsigned char)*q); q++) {
+            size = size * 16 + (uint64_t)(isdigit((unsigned char)*q) ? *q - '0' : (*q | 0x20) - 'a' + 10);
+            if (size > cap)
+                return -1;
+        }
+        if (q == p + pos || (q < eol && *q != ';'))        /* no size, or junk before extensions */
+            return -1;
+        pos = (size_t)(eol - p) + 2;
+        if (size == 0) {                                    /* last chunk: trailer lines, blank line */
+            for (;;) {
+                if (!(eol = memmem(p + pos, n - pos, "\r\n", 2)))
+                    return 0;
+                size_t l = (size_t)(eol - (p + pos));
+                pos += l + 2;
+                if (l == 0)
+                    break;
+            }
+            *len = got;
+            *used = pos;
+            return 1;
+        }
+        if (size > cap - got)
+            return -1;
+        if (n - pos < size + 2)
+            return 0;
+        if (memcmp(p + pos + size, "\r\n", 2) != 0)
+            return -1;
+        memcpy(out + got, p + pos, size);
+        got += size;
+        pos += size + 2;
+    }
+}
+
+/* The string after the first occurrence of pat (which ends with the opening
+ * quote) in [from, end): *len bytes up to the closing quote.  NULL if absent
+ * or escaped (base64 never needs escapes). */
+static const char *json_string(const char *from, const char *end, const char *pat, size_t *len)
+{
+    size_t pl = strlen(pat);
+    const char *s = memmem(from, (size_t)(end - from), pat, pl), *q;
+    if (!s)
+        return NULL;
+    s += pl;
+    if (!(q = memchr(s, '"', (size_t)(end - s))) || memchr(s, '\\', (size_t)(q - s)))
+        return NULL;
+    *len = (size_t)(q - s);
+    return s;
+}
+
+/* A range reply for key: REPLY_VALUE with the decoded value in c->val
+ * (*vlen bytes), REPLY_MISS (no "kvs"), REPLY_WRONG_KEY, or REPLY_ERROR if it
+ * is not a range reply. */
+static enum reply etcd_range_reply(struct conn *c, uint32_t key, const char *body, size_t n,
+                                   size_t *vlen)
+{
+    const char *end = body + n, *kvs = memmem(body, n, "\"kvs\":[", 7), *k, *v;
+    size_t klen, b64;
+    *vlen = 0;
+    if (!kvs)
+        return n > 10 && memcmp(body, "{\"header\":", 10) == 0 ? REPLY_MISS : REPLY_ERROR;
+    if (!(k = json_string(kvs, end, "\"key\":\"", &klen)) ||
+        !(v = json_string(kvs, end, "\"value\":\"", &b64)))
+        return REPLY_ERROR;
+    unsigned char want[B64_LEN(KEY_CAP) + 1];
+    int wl = EVP_EncodeBlock(want, (const unsigned char *)keys[key].s, (int)keys[key].len);
+    if (klen != (size_t)wl || memcmp(k, want, klen) != 0)
+        return REPLY_WRONG_KEY;
+    if (b64 != B64_LEN(opt.value_size))
+        return REPLY_VALUE;             /* *vlen 0: value_check reports the wrong length */
+    int d = EVP_DecodeBlock((unsigned char *)c->val, (const unsigned char *)v, (int)b64);
+    if (d < 0)
+        return REPLY_ERROR;
+    *vlen = (size_t)d - (v[b64 - 1] == '=') - (v[b64 - 2] == '=');
+    return REPLY_VALUE;
+}
+
+/* etcd's gateway: consumes the complete HTTP responses from in + *pos;
+ * false if the connection failed. */
+static bool etcd_parse(struct conn *c, size_t *pos)
+{
+    while (c->pend_n > 0 && c->fd >= 0) {
+        const char *p = c->in + *pos, *blank, *body;
+        size_t avail = c->in_len - *pos, head, blen, used, vlen = 0;
+        struct http_head h;
+        if (!(blank = memmem(p, avail, "\r\n\r\n", 4)))
+            break;
+        head = (size_t)(blank - p) + 4;
+        if (!http_head_parse(p, head, &h)) {
+            conn_fail(c, "malformed HTTP response head");
+            return false;
+        }
+        if (h.chunked) {
+            int r = http_dechunk(p + head, avail - head, c->body, c->in_cap, &blen, &used);
+            if (r < 0) {
+                conn_fail(c, "malformed or oversized chunked body");
+                return false;
+            }
+            if (r == 0)
+                break;
+            body = c->body;
+        } else if (h.length < 0) {
+            conn_fail(c, "HTTP response without Content-Length");
+            return false;
+        } else {
+            if ((unsigned long long)h.length > c->in_cap - head) {
+                conn_fail(c, "HTTP response larger than expected");
+                return false;
+            }
+            blen = used = (size_t)h.length;
+            if (avail - head < blen)
+                break;
+            body = p + head;
+        }
+        const struct pending *r = &c->pend[c->pend_head];
+        enum reply rep;
+        if (h.status != 200) {
+            char what[16];
+            snprintf(what, sizeof what, "HTTP %d", h.status);
+            reply_error(c, r, what, body, blen);
+            rep = REPLY_ERROR;
+        } else if (!r->is_get) {
+            rep = blen > 10 && memcmp(body, "{\"header\":", 10) == 0 ? REPLY_STORED : REPLY_ERROR;
+        } else {
+            rep = etcd_range_reply(c, r->key, body, blen, &vlen);
+        }
+        if (h.status == 200 && rep == REPLY_ERROR)
+            reply_error(c, r, "unexpected reply", body, blen);
+        *pos += head + used;
+        reply_done(c, rep, c->val, vlen);
+    }
+    return c->fd >= 0;
+}
+
+/* Consumes every complete reply in the input; false if the connection failed. */
+static bool conn_parse(struct conn *c)
+{
+    size_t pos = 0;
+    bool alive = opt.target[c->target].proto == PROTO_ETCD ? etcd_parse(c, &pos)
+                                                           : mc_parse(c, &pos);
+    if (!alive)
         return false;
     if (pos > 0) {
         memmove(c->in, c->in + pos, c->in_len - pos);
@@ -786,7 +1085,7 @@ static bool conn_parse(struct conn *c)
         return false;
     }
     if (c->in_len == c->in_cap) {
-        conn_fail(c, "reply line too long");
+        conn_fail(c, "reply too long");
         return false;
     }
     return true;
@@ -902,7 +1201,7 @@ static void *worker_main(void *arg)
 
 /* ---- setup ------------------------------------------------------------------ */
 
-static SSL_CTX *tls_ctx_create(void)
+static SSL_CTX *tls_ctx_create(const struct target *t)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx)
@@ -911,42 +1210,43 @@ static SSL_CTX *tls_ctx_create(void)
     /* read_ahead: one read() takes a whole record instead of header + body. */
     SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    if (opt.ca) {
-        if (SSL_CTX_load_verify_locations(ctx, opt.ca, NULL) != 1)
-            die("cannot load CA file %s", opt.ca);
+    if (t->ca) {
+        if (SSL_CTX_load_verify_locations(ctx, t->ca, NULL) != 1)
+            die("cannot load CA file %s", t->ca);
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     }
-    if (opt.cert && SSL_CTX_use_certificate_chain_file(ctx, opt.cert) != 1)
-        die("cannot load client certificate %s", opt.cert);
-    if (opt.key && SSL_CTX_use_PrivateKey_file(ctx, opt.key, SSL_FILETYPE_PEM) != 1)
-        die("cannot load client key %s", opt.key);
+    if (t->cert && SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1)
+        die("cannot load client certificate %s", t->cert);
+    if (t->key && SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1)
+        die("cannot load client key %s", t->key);
     return ctx;
 }
 
 /* Blocking connect and handshake; the socket is left non-blocking. */
-static void conn_open(struct conn *c, const struct addrinfo *ai, SSL_CTX *ctx)
+static void conn_open(struct conn *c, const struct addrinfo *ai)
 {
-    const char *port = opt.target[c->target].port;
+    const struct target *t = &opt.target[c->target];
+    const char *addr = c->ep->addr, *host = c->ep->host;
     int one = 1;
     c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0 || connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0)
-        die("cannot connect to %s:%s: %s", opt.host, port, strerror(errno));
+        die("cannot connect to %s (%s): %s", addr, t->name, strerror(errno));
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (ctx) {
-        c->ssl = SSL_new(ctx);
+    if (t->ctx) {
+        c->ssl = SSL_new(t->ctx);
         if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
             die("SSL_new failed");
-        if (opt.ca && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), opt.host) != 1) {
-            SSL_set1_host(c->ssl, opt.host);
-            SSL_set_tlsext_host_name(c->ssl, opt.host);
+        if (t->ca && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host) != 1) {
+            SSL_set1_host(c->ssl, host);
+            SSL_set_tlsext_host_name(c->ssl, host);
         }
         if (SSL_connect(c->ssl) != 1) {
             char ebuf[200];
             ERR_error_string_n(ERR_get_error(), ebuf, sizeof ebuf);
             long vr = SSL_get_verify_result(c->ssl);
-            die("TLS handshake with %s:%s failed: %s%s%s", opt.host, port, ebuf,
+            die("TLS handshake with %s (%s) failed: %s%s%s", addr, t->name, ebuf,
                 vr != X509_V_OK ? "; certificate: " : "",
                 vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
         }
@@ -957,20 +1257,32 @@ static void conn_open(struct conn *c, const struct addrinfo *ai, SSL_CTX *ctx)
         die("epoll_ctl: %s", strerror(errno));
 }
 
-static struct worker *workers_create(SSL_CTX *ctx)
+/* Opens every connection: per worker, opt.conns to each target, spread over
+ * the target's addresses round robin across all workers. */
+static struct worker *workers_create(void)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *ai[MAX_TARGETS];
+    struct addrinfo *ai[MAX_TARGETS][MAX_ENDPOINTS];
+    size_t out_cap[MAX_TARGETS], in_cap[MAX_TARGETS];
     for (int t = 0; t < opt.ntargets; t++) {
-        int rc = getaddrinfo(opt.host, opt.target[t].port, &hints, &ai[t]);
-        if (rc != 0)
-            die("cannot resolve %s:%s: %s", opt.host, opt.target[t].port, gai_strerror(rc));
+        const struct target *tg = &opt.target[t];
+        for (int e = 0; e < tg->nep; e++) {
+            int rc = getaddrinfo(tg->ep[e].host, tg->ep[e].port, &hints, &ai[t][e]);
+            if (rc != 0)
+                die("cannot resolve %s (%s): %s", tg->ep[e].addr, tg->name, gai_strerror(rc));
+        }
+        if (tg->proto == PROTO_ETCD) {
+            /* A range reply: head, JSON framing and revisions, base64 key and value. */
+            in_cap[t] = 2 * HTTP_HEAD_CAP + B64_LEN(KEY_CAP) + 2 * B64_LEN(opt.value_size);
+            out_cap[t] = LOAD_WINDOW * (HTTP_HEAD_CAP + B64_LEN(KEY_CAP) + B64_LEN(opt.value_size));
+        } else {
+            in_cap[t] = (size_t)opt.value_size + KEY_CAP + 64;
+            out_cap[t] = LOAD_WINDOW * ((size_t)opt.value_size + KEY_CAP + 32);
+        }
     }
     struct worker *ws = calloc((size_t)opt.threads, sizeof *ws);
     if (!ws)
         die("out of memory");
-    size_t out_cap = LOAD_WINDOW * ((size_t)opt.value_size + KEY_CAP + 32);
-    size_t in_cap = (size_t)opt.value_size + KEY_CAP + 64;
     for (int i = 0; i < opt.threads; i++) {
         struct worker *w = &ws[i];
         w->id = i;
@@ -982,15 +1294,23 @@ static struct worker *workers_create(SSL_CTX *ctx)
         zipf_init(&w->zipf, opt.records);
         for (int j = 0; j < w->nconns; j++) {
             struct conn *c = &w->conns[j];
+            int t = j / opt.conns, e = (i * opt.conns + j % opt.conns) % opt.target[t].nep;
             c->w = w;
-            c->target = j / opt.conns;
-            c->out_cap = out_cap;
-            c->in_cap = in_cap;
-            c->out = malloc(out_cap);
-            c->in = malloc(in_cap);
+            c->target = t;
+            c->ep = &opt.target[t].ep[e];
+            c->out_cap = out_cap[t];
+            c->in_cap = in_cap[t];
+            c->out = malloc(c->out_cap);
+            c->in = malloc(c->in_cap);
             if (!c->out || !c->in)
                 die("out of memory");
-            conn_open(c, ai[c->target], ctx);
+            if (opt.target[t].proto == PROTO_ETCD) {
+                c->body = malloc(c->in_cap);
+                c->val = malloc((size_t)opt.value_size + 3);
+                if (!c->body || !c->val)
+                    die("out of memory");
+            }
+            conn_open(c, ai[t][e]);
             w->live++;
         }
     }
@@ -1002,7 +1322,8 @@ static struct worker *workers_create(SSL_CTX *ctx)
             snprintf(opt.target[t].cipher, sizeof opt.target[t].cipher, "%s",
                      SSL_get_cipher_name(ssl));
         }
-        freeaddrinfo(ai[t]);
+        for (int e = 0; e < opt.target[t].nep; e++)
+            freeaddrinfo(ai[t][e]);
     }
     return ws;
 }
@@ -1019,6 +1340,8 @@ static void workers_destroy(struct worker *ws)
                 close(c->fd);
             free(c->out);
             free(c->in);
+            free(c->body);
+            free(c->val);
         }
         free(w->conns);
         close(w->epfd);
@@ -1119,6 +1442,15 @@ static double per_sec(const struct totals *tot, uint64_t count)
     return tot->seconds > 0 ? (double)count / tot->seconds : 0.0;
 }
 
+/* A target's addresses, space-separated, into buf (MAX_ENDPOINTS * 82 bytes). */
+static void addrs_join(const struct target *tg, char *buf)
+{
+    char *p = buf;
+    for (int e = 0; e < tg->nep; e++)
+        p += sprintf(p, "%s%s", e ? " " : "", tg->ep[e].addr);
+    *p = 0;
+}
+
 static void report_text(FILE *f, enum phase ph, const struct target *tg, const struct totals *tot)
 {
     const struct hist *all = &tot->st.hist[OP_ALL];
@@ -1127,9 +1459,11 @@ static void report_text(FILE *f, enum phase ph, const struct target *tg, const s
         snprintf(what, sizeof what, "load");
     else
         snprintf(what, sizeof what, "workload %c", opt.workload);
-    fprintf(f, "ycsb %s: %s (%s:%s) %s%s%s, %d threads x %d conns, %u records x %u B\n", what,
-            tg->name, opt.host, tg->port, opt.tls ? tg->tls_version : "plaintext",
-            opt.tls ? " " : "", tg->cipher, opt.threads, opt.conns, opt.records, opt.value_size);
+    char addrs[MAX_ENDPOINTS * 82];
+    addrs_join(tg, addrs);
+    fprintf(f, "ycsb %s: %s (%s at %s) %s%s%s, %d threads x %d conns, %u records x %u B\n",
+            what, tg->name, proto_names[tg->proto], addrs, tg->tls ? tg->tls_version : "plaintext",
+            tg->tls ? " " : "", tg->cipher, opt.threads, opt.conns, opt.records, opt.value_size);
     fprintf(f, "  %.2f s measured, %" PRIu64 " ops, %.0f ops/s\n", tot->seconds, all->count,
             per_sec(tot, all->count));
     fprintf(f, "  %-7s %10s %10s %9s %9s %9s %9s %9s\n", "op", "count", "ops/s", "mean_us",
@@ -1152,13 +1486,16 @@ static void report_text(FILE *f, enum phase ph, const struct target *tg, const s
 static void report_json(FILE *f, enum phase ph, const struct target *tg, const struct totals *tot)
 {
     const struct hist *all = &tot->st.hist[OP_ALL];
-    fprintf(f, "{\"server\":\"%s\",\"phase\":\"%s\",\"workload\":\"%c\",\"host\":\"%s\","
-               "\"port\":%s,\"tls\":%s,\"tls_version\":\"%s\",\"cipher\":\"%s\","
+    char addrs[MAX_ENDPOINTS * 82];
+    addrs_join(tg, addrs);
+    fprintf(f, "{\"server\":\"%s\",\"phase\":\"%s\",\"workload\":\"%c\",\"proto\":\"%s\","
+               "\"addrs\":\"%s\",\"host\":\"%s\",\"port\":%s,\"tls\":%s,\"tls_version\":\"%s\",\"cipher\":\"%s\","
                "\"threads\":%d,\"conns\":%d,\"records\":%u,\"value_size\":%u,\"seed\":%" PRIu64 ","
                "\"slice_s\":%.3f,\"seconds\":%.3f,\"ops\":%" PRIu64 ",\"ops_per_sec\":%.1f,"
                "\"mean_us\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f",
             tg->name, ph == PHASE_LOAD ? "load" : "run", ph == PHASE_LOAD ? '-' : opt.workload,
-            opt.host, tg->port, opt.tls ? "true" : "false", tg->tls_version, tg->cipher,
+            proto_names[tg->proto], addrs, tg->ep[0].host, tg->ep[0].port,
+            tg->tls ? "true" : "false", tg->tls_version, tg->cipher,
             opt.threads, opt.conns, opt.records, opt.value_size, opt.seed,
             opt.ntargets > 1 ? opt.slice : 0.0, tot->seconds, all->count,
             per_sec(tot, all->count), all->count ? us(all->sum) / (double)all->count : 0.0,
@@ -1198,30 +1535,125 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: ycsb [options]\n"
-"YCSB workloads over memcached's text protocol (get/set), closed loop.\n"
-"  --host HOST          server address (default 127.0.0.1)\n"
-"  --port PORT          server port (default 11211); give it up to %d times to\n"
-"                       compare servers: they are served in turn, --slice each\n"
+"YCSB workloads against memcached-protocol servers (get/set) or etcd 3.4's\n"
+"HTTP/JSON gateway (/v3/kv/range, /v3/kv/put), closed loop.\n"
+"Systems under test (up to %d, served in turn, --slice each):\n"
+"  --port PORT          a memcached-protocol server at --host:PORT (default\n"
+"                       11211); repeat it to compare servers\n"
 "  --name NAME          a name for the server of the matching --port (reports)\n"
-"  --slice SECONDS      time slice per server when comparing (default 0.5)\n"
-"  --tls                use TLS; --ca FILE verifies the server against FILE\n"
-"  --ca FILE            CA certificate(s) to verify the server with\n"
+"  --host HOST          address of the --port servers (default 127.0.0.1)\n"
+"  --tls                use TLS with the --port servers; --ca FILE verifies\n"
+"                       them against FILE\n"
+"  --ca FILE            CA certificate(s) to verify the --port servers with\n"
 "  --cert FILE, --key FILE   client certificate and key (optional)\n"
+"  --target SPEC        a system described completely (not with --port): SPEC\n"
+"                       is comma-separated items: name=NAME,\n"
+"                       proto=memcached|etcd (default memcached),\n"
+"                       addr=HOST:PORT (repeat for a cluster's members, up to\n"
+"                       %d; connections are spread over them), tls, ca=FILE,\n"
+"                       cert=FILE, key=FILE (ca, cert and key imply tls)\n"
+"  --slice SECONDS      time slice per system when comparing (default 0.5)\n"
+"Work:\n"
 "  --load               load phase: store every record once (pipelined)\n"
 "  --workload A|B|C|F   run phase: A 50/50 read/update, B 95/5, C read only,\n"
 "                       F 50%% read / 50%% read-modify-write\n"
 "  --records N          records (default 100000)\n"
 "  --value-size BYTES   value size, >= %d (default 1000)\n"
 "  --threads N          worker threads (default 2)\n"
-"  --conns N            connections per thread and server (default 25)\n"
-"  --duration SECONDS   measured seconds per server (default 10 unless --ops)\n"
-"  --ops N              stop after N measured transactions (one server only)\n"
-"  --warmup SECONDS     unmeasured run per server before measuring (default 1)\n"
+"  --conns N            connections per thread and system (default 25)\n"
+"  --duration SECONDS   measured seconds per system (default 10 unless --ops)\n"
+"  --ops N              stop after N measured transactions (one system only)\n"
+"  --warmup SECONDS     unmeasured run per system before measuring (default 1)\n"
 "  --seed N             random seed (default 1)\n"
-"  --json               one JSON line per server and phase on stdout, the text\n"
+"  --json               one JSON line per system and phase on stdout, the text\n"
 "                       report on stderr\n"
+"Example: ycsb --target name=etcd,proto=etcd,addr=127.0.0.1:2379 \\\n"
+"              --target name=node,tls,ca=ca.crt,addr=127.0.0.1:11211 --load --workload A\n"
 "Exit status: 0 if every reply was verified, 1 on any miss, corrupt value or\n"
-"error, 2 on bad usage or a failed setup.\n", MAX_TARGETS, VALUE_HDR);
+"error, 2 on bad usage or a failed setup.\n", MAX_TARGETS, MAX_ENDPOINTS, VALUE_HDR);
+}
+
+/* HOST:PORT or [V6]:PORT into e; false if malformed. */
+static bool parse_endpoint(const char *s, struct endpoint *e)
+{
+    const char *colon = strrchr(s, ':'), *h = s;
+    size_t hl;
+    if (!colon || strlen(s) >= sizeof e->addr)
+        return false;
+    hl = (size_t)(colon - s);
+    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= sizeof e->host || strlen(colon + 1) >= sizeof e->port)
+        return false;
+    for (size_t i = 0; i < hl; i++)
+        if (!isalnum((unsigned char)h[i]) && !strchr(".-:_", h[i]))
+            return false;
+    memcpy(e->host, h, hl);
+    e->host[hl] = 0;
+    strcpy(e->port, colon + 1);
+    strcpy(e->addr, s);
+    char *end;
+    long port = strtol(e->port, &end, 10);
+    return *e->port && !*end && port >= 1 && port <= 65535;
+}
+
+static void check_name(const char *what, const char *name)
+{
+    if (!*name || strlen(name) > 64 || strpbrk(name, "\"\\"))
+        die("%s: a name of 1 to 64 characters without quotes, got '%s'", what, name);
+}
+
+/* --target SPEC: see usage().  The parsed copy lives as long as the process. */
+static void parse_target(const char *spec)
+{
+    if (opt.ntargets == MAX_TARGETS)
+        die("at most %d systems", MAX_TARGETS);
+    struct target *t = &opt.target[opt.ntargets++];
+    char *copy = strdup(spec), *save = NULL, *item;
+    if (!copy)
+        die("out of memory");
+    for (item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *v = strchr(item, '=');
+        if (v)
+            *v++ = 0;
+        if (strcmp(item, "tls") == 0 && !v) {
+            t->tls = true;
+        } else if (!v || !*v) {
+            die("--target: '%s' needs a value (see --help)", item);
+        } else if (strcmp(item, "name") == 0) {
+            check_name("--target name", v);
+            t->name = v;
+        } else if (strcmp(item, "proto") == 0) {
+            if (strcmp(v, "memcached") == 0)
+                t->proto = PROTO_MEMCACHED;
+            else if (strcmp(v, "etcd") == 0)
+                t->proto = PROTO_ETCD;
+            else
+                die("--target: proto is memcached or etcd, got '%s'", v);
+        } else if (strcmp(item, "addr") == 0) {
+            if (t->nep == MAX_ENDPOINTS)
+                die("--target: at most %d addresses", MAX_ENDPOINTS);
+            if (!parse_endpoint(v, &t->ep[t->nep++]))
+                die("--target: addr: expected HOST:PORT or [V6]:PORT, got '%s'", v);
+        } else if (strcmp(item, "ca") == 0) {
+            t->ca = v;
+            t->tls = true;
+        } else if (strcmp(item, "cert") == 0) {
+            t->cert = v;
+            t->tls = true;
+        } else if (strcmp(item, "key") == 0) {
+            t->key = v;
+            t->tls = true;
+        } else {
+            die("--target: unknown item '%s' (see --help)", item);
+        }
+    }
+    if (t->nep == 0)
+        die("--target '%s': no addr=HOST:PORT", spec);
+    if ((t->cert != NULL) != (t->key != NULL))
+        die("--target '%s': cert and key go together", spec);
 }
 
 static uint64_t parse_u64(const char *name, const char *s, uint64_t min, uint64_t max)
@@ -1245,39 +1677,43 @@ static double parse_seconds(const char *name, const char *s, double min)
 
 static void options_parse(int argc, char **argv)
 {
-    enum { O_HOST = 256, O_PORT, O_NAME, O_SLICE, O_TLS, O_CA, O_CERT, O_KEY, O_WORKLOAD,
-           O_RECORDS, O_VSIZE, O_THREADS, O_CONNS, O_DURATION, O_OPS, O_LOAD, O_WARMUP,
-           O_SEED, O_JSON, O_HELP };
+    enum { O_HOST = 256, O_PORT, O_NAME, O_TARGET, O_SLICE, O_TLS, O_CA, O_CERT, O_KEY,
+           O_WORKLOAD, O_RECORDS, O_VSIZE, O_THREADS, O_CONNS, O_DURATION, O_OPS, O_LOAD,
+           O_WARMUP, O_SEED, O_JSON, O_HELP };
     static const struct option lo[] = {
         {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT}, {"name", 1, 0, O_NAME},
-        {"slice", 1, 0, O_SLICE}, {"tls", 0, 0, O_TLS}, {"ca", 1, 0, O_CA},
-        {"cert", 1, 0, O_CERT}, {"key", 1, 0, O_KEY}, {"workload", 1, 0, O_WORKLOAD},
-        {"records", 1, 0, O_RECORDS}, {"value-size", 1, 0, O_VSIZE},
-        {"threads", 1, 0, O_THREADS}, {"conns", 1, 0, O_CONNS},
+        {"target", 1, 0, O_TARGET}, {"slice", 1, 0, O_SLICE}, {"tls", 0, 0, O_TLS},
+        {"ca", 1, 0, O_CA}, {"cert", 1, 0, O_CERT}, {"key", 1, 0, O_KEY},
+        {"workload", 1, 0, O_WORKLOAD}, {"records", 1, 0, O_RECORDS},
+        {"value-size", 1, 0, O_VSIZE}, {"threads", 1, 0, O_THREADS}, {"conns", 1, 0, O_CONNS},
         {"duration", 1, 0, O_DURATION}, {"ops", 1, 0, O_OPS}, {"load", 0, 0, O_LOAD},
         {"warmup", 1, 0, O_WARMUP}, {"seed", 1, 0, O_SEED}, {"json", 0, 0, O_JSON},
         {"help", 0, 0, O_HELP}, {0, 0, 0, 0},
     };
-    int ch, names = 0;
+    const char *ports[MAX_TARGETS], *names[MAX_TARGETS];
+    int ch, nports = 0, nnames = 0;
+    bool port_opts = false;     /* any of the options that describe --port servers */
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (ch) {
-        case O_HOST: opt.host = optarg; break;
+        case O_HOST: opt.host = optarg; port_opts = true; break;
         case O_PORT:
-            if (opt.ntargets == MAX_TARGETS)
+            if (nports == MAX_TARGETS)
                 die("at most %d --port", MAX_TARGETS);
             parse_u64("--port", optarg, 1, 65535);
-            opt.target[opt.ntargets++].port = optarg;
+            ports[nports++] = optarg;
             break;
         case O_NAME:
-            if (names == MAX_TARGETS || strlen(optarg) > 64 || strpbrk(optarg, "\"\\"))
-                die("--name: at most %d names of up to 64 characters, no quotes", MAX_TARGETS);
-            opt.target[names++].name = optarg;
+            if (nnames == MAX_TARGETS)
+                die("--name: at most %d names", MAX_TARGETS);
+            check_name("--name", optarg);
+            names[nnames++] = optarg;
             break;
+        case O_TARGET: parse_target(optarg); break;
         case O_SLICE: opt.slice = parse_seconds("--slice", optarg, 0.1); break;
-        case O_TLS: opt.tls = true; break;
-        case O_CA: opt.ca = optarg; break;
-        case O_CERT: opt.cert = optarg; break;
-        case O_KEY: opt.key = optarg; break;
+        case O_TLS: opt.tls = true; port_opts = true; break;
+        case O_CA: opt.ca = optarg; port_opts = true; break;
+        case O_CERT: opt.cert = optarg; port_opts = true; break;
+        case O_KEY: opt.key = optarg; port_opts = true; break;
         case O_WORKLOAD:
             if (strlen(optarg) != 1 || !strchr("ABCFabcf", optarg[0]))
                 die("--workload: expected A, B, C or F, got '%s'", optarg);
@@ -1303,22 +1739,43 @@ static void options_parse(int argc, char **argv)
         die("unexpected argument '%s' (see --help)", argv[optind]);
     if (!opt.load && !opt.workload)
         die("nothing to do: give --load and/or --workload (see --help)");
-    if ((opt.cert != NULL) != (opt.key != NULL))
-        die("--cert and --key go together");
-    if ((opt.ca || opt.cert) && !opt.tls)
-        die("--ca/--cert/--key need --tls");
-    if (opt.ntargets == 0)
-        opt.target[opt.ntargets++].port = "11211";
-    if (names > opt.ntargets)
-        die("more --name than --port");
+    if (opt.ntargets > 0 && (nports || nnames || port_opts))
+        die("--target describes a system completely: do not mix it with "
+            "--port, --name, --host, --tls, --ca, --cert or --key");
+    if (opt.ntargets == 0) {
+        if ((opt.cert != NULL) != (opt.key != NULL))
+            die("--cert and --key go together");
+        if ((opt.ca || opt.cert) && !opt.tls)
+            die("--ca/--cert/--key need --tls");
+        if (nports == 0)
+            ports[nports++] = "11211";
+        if (nnames > nports)
+            die("more --name than --port");
+        for (int i = 0; i < nports; i++) {
+            struct target *t = &opt.target[opt.ntargets++];
+            struct endpoint *e = &t->ep[t->nep++];
+            char addr[sizeof e->addr];
+            int n = snprintf(addr, sizeof addr, strchr(opt.host, ':') ? "[%s]:%s" : "%s:%s",
+                             opt.host, ports[i]);
+            if (n < 0 || (size_t)n >= sizeof addr || !parse_endpoint(addr, e))
+                die("--host: not a host name or address: '%s'", opt.host);
+            t->name = i < nnames ? names[i] : NULL;
+            t->proto = PROTO_MEMCACHED;
+            t->tls = opt.tls;
+            t->ca = opt.ca;
+            t->cert = opt.cert;
+            t->key = opt.key;
+        }
+    }
     if (opt.ops && opt.ntargets > 1)
-        die("--ops measures one server; compare servers with --duration");
+        die("--ops measures one system; compare systems with --duration");
     if (opt.duration == 0 && opt.ops == 0)
         opt.duration = 10;
     for (int t = 0; t < opt.ntargets; t++) {
         if (!opt.target[t].name) {
+            struct endpoint *e = &opt.target[t].ep[0];
             char *s;
-            if (asprintf(&s, "%s:%s", opt.host, opt.target[t].port) < 0)
+            if (asprintf(&s, "%s:%s", e->host, e->port) < 0)
                 die("out of memory");
             opt.target[t].name = s;
         }
@@ -1331,8 +1788,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     keys_build();
 
-    SSL_CTX *ctx = opt.tls ? tls_ctx_create() : NULL;
-    struct worker *ws = workers_create(ctx);
+    for (int t = 0; t < opt.ntargets; t++)
+        if (opt.target[t].tls)
+            opt.target[t].ctx = tls_ctx_create(&opt.target[t]);
+    struct worker *ws = workers_create();
     struct totals *tot = calloc(MAX_TARGETS, sizeof *tot);
     if (!tot)
         die("out of memory");
@@ -1352,7 +1811,8 @@ int main(int argc, char **argv)
         ok = report(PHASE_RUN, tot);
     }
     workers_destroy(ws);
-    SSL_CTX_free(ctx);
+    for (int t = 0; t < opt.ntargets; t++)
+        SSL_CTX_free(opt.target[t].ctx);
     free(tot);
     free(keys);
     return ok ? 0 : 1;

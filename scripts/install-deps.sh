@@ -8,8 +8,8 @@ build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libxxhash-dev
             libjansson-dev libseccomp-dev libhttp-parser-dev
             wabt clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)
 test_pkgs=(python3 python3-pymemcache memcached libmemcached-tools
-           clang-14 libclang-rt-14-dev procps)
-bench_pkgs=(memcached gnuplot-nox iproute2 nodejs wrk nginx)
+           clang-14 libclang-rt-14-dev procps spin)
+bench_pkgs=(memcached gnuplot-nox iproute2 nodejs wrk nginx etcd-server etcd-client)
 
 case "${1:-all}" in
   build) want=("${build_pkgs[@]}") ;;
@@ -36,5 +36,5 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -q
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-# The memcached package may start a system instance; Cloister's tests and
+# The memcached and etcd packages may start a system instance; Cloister's tests and
 # benchmarks start their own on free ports and never use it.
