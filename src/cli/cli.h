@@ -7,6 +7,7 @@
  *   cmd_fn.c   deploy, invoke, ls, rm, logs (the node's HTTP API)
  *   cmd_kv.c   kv get|set|delete (the node's memcached protocol)
  *   cmd_attest.c  attest (the coordinator's quote; saves the cluster CA)
+ *   cmd_cluster.c up, down, node stop|start, status (a local cluster)
  *
  * Exit status of every command: 0 success, 1 failure (the node refused,
  * a function failed, the node could not be reached), 2 bad usage.
@@ -33,6 +34,11 @@ enum {
     OPT_PLATFORM_KEY = 1 << 7,
     OPT_OUT = 1 << 8,
     OPT_TOKEN = 1 << 9,
+    OPT_NODES = 1 << 10,
+    OPT_CONSISTENCY = 1 << 11,
+    OPT_KILL = 1 << 12,
+    OPT_CLOISTERD = 1 << 13,
+    OPT_MEMORY = 1 << 14,
 };
 
 typedef struct cli_opts {
@@ -55,6 +61,11 @@ typedef struct cli_opts {
     const char *platform_key;  /* attest --platform-key HEX|FILE */
     const char *out;           /* attest --out DIR */
     const char *token;         /* attest --token S (with --tenant) */
+    int nodes;                 /* up --nodes N */
+    const char *consistency;   /* up --consistency strong|eventual */
+    int kill;                  /* node stop --kill (SIGKILL) */
+    const char *cloisterd;     /* up --cloisterd PATH */
+    int memory_mb;             /* up --memory MB (each node's arena) */
     unsigned given;            /* OPT_* bits given on the command line */
     /* positional arguments after the command */
     int argc;
@@ -95,5 +106,9 @@ int cmd_rm(const cli_opts *o);
 int cmd_logs(const cli_opts *o);
 int cmd_kv(const cli_opts *o);
 int cmd_attest(const cli_opts *o);
+int cmd_up(const cli_opts *o);
+int cmd_down(const cli_opts *o);
+int cmd_node(const cli_opts *o);
+int cmd_status(const cli_opts *o);
 
 #endif

@@ -65,6 +65,28 @@ static const cli_command commands[] = {
       "obtains a client certificate for tenant T (DIR/client.pem, DIR/client.key).\n"
       "--platform-key: the platform's attestation key, hex or a file holding it\n"
       "(the coordinator logs it; PLATFORM_DIR/attestation.pub).\n" },
+    { "up", cmd_up, OPT_NODES | OPT_CONSISTENCY | OPT_CLOISTERD | OPT_MEMORY, 0, 0,
+      "up [--nodes N] [--dir DIR] [--consistency strong|eventual] [--memory MB]\n"
+      "          [--cloisterd PATH]",
+      "Starts a local cluster on 127.0.0.1: a coordinator and N nodes (default 3;\n"
+      "1, 3, 5 or 7), with state under DIR (default ./cloister-cluster).  Writes the\n"
+      "manifest (the allowed measurement is the SHA-256 of the cloisterd binary),\n"
+      "attests the coordinator, saves the cluster CA and a client certificate for\n"
+      "the default tenant, starts the nodes (each attests and joins) and writes\n"
+      "DIR/cluster.json, which other commands read with --dir DIR.\n"
+      "--consistency: the default tenant's mode (default strong).  --memory: each\n"
+      "node's value arena in MB.  --cloisterd: the daemon binary (default: the one\n"
+      "next to this program).\n" },
+    { "down", cmd_down, 0, 0, 0, "down [--dir DIR]",
+      "Stops every node and the coordinator of the cluster in DIR.\n" },
+    { "node", cmd_node, OPT_KILL, 2, 2, "node stop|start ID [--dir DIR] [--kill]",
+      "Stops (SIGTERM; --kill: SIGKILL, as a crash) or restarts node ID.  A restarted\n"
+      "node attests again, copies the state from a majority and then serves;\n"
+      "DIR/cluster.json is updated with its new pid.\n" },
+    { "status", cmd_status, OPT_JSON, 0, 0, "status [--dir DIR] [--json]",
+      "Shows the cluster in DIR: the coordinator, and per node its pid, addresses,\n"
+      "whether it runs, and what it reports about replication (ready or\n"
+      "recovering, peers reachable, epoch).\n" },
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -115,6 +137,7 @@ enum {
     O_NODE = 256, O_MEMCACHED, O_CA, O_CERT, O_KEY, O_DIR, O_TENANT, O_PLAINTEXT, O_TIMEOUT,
     O_NAME, O_DATA, O_DATA_FILE, O_JSON, O_VERSION, O_HELP,
     O_COORDINATOR, O_EXPECT, O_EXPECT_BINARY, O_PLATFORM_KEY, O_OUT, O_TOKEN,
+    O_NODES, O_CONSISTENCY, O_KILL, O_CLOISTERD, O_MEMORY,
 };
 
 static const struct option longopts[] = {
@@ -137,6 +160,11 @@ static const struct option longopts[] = {
     { "platform-key", required_argument, NULL, O_PLATFORM_KEY },
     { "out", required_argument, NULL, O_OUT },
     { "token", required_argument, NULL, O_TOKEN },
+    { "nodes", required_argument, NULL, O_NODES },
+    { "consistency", required_argument, NULL, O_CONSISTENCY },
+    { "kill", no_argument, NULL, O_KILL },
+    { "cloisterd", required_argument, NULL, O_CLOISTERD },
+    { "memory", required_argument, NULL, O_MEMORY },
     { "version", no_argument, NULL, O_VERSION },
     { "help", no_argument, NULL, O_HELP },
     { NULL, 0, NULL, 0 },
@@ -155,6 +183,11 @@ static const char *option_name(unsigned bit)
     case OPT_PLATFORM_KEY: return "--platform-key";
     case OPT_OUT: return "--out";
     case OPT_TOKEN: return "--token";
+    case OPT_NODES: return "--nodes";
+    case OPT_CONSISTENCY: return "--consistency";
+    case OPT_KILL: return "--kill";
+    case OPT_CLOISTERD: return "--cloisterd";
+    case OPT_MEMORY: return "--memory";
     default: return "?";
     }
 }
@@ -206,6 +239,27 @@ int main(int argc, char **argv)
         case O_PLATFORM_KEY: o.platform_key = optarg; o.given |= OPT_PLATFORM_KEY; break;
         case O_OUT: o.out = optarg; o.given |= OPT_OUT; break;
         case O_TOKEN: o.token = optarg; o.given |= OPT_TOKEN; break;
+        case O_NODES:
+        case O_MEMORY: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v <= 0 || v > 1048576) {
+                free(pos);
+                return cli_usage_error(NULL, "%s '%s' is not a positive number",
+                                       c == O_NODES ? "--nodes" : "--memory", optarg);
+            }
+            if (c == O_NODES) {
+                o.nodes = (int)v;
+                o.given |= OPT_NODES;
+            } else {
+                o.memory_mb = (int)v;
+                o.given |= OPT_MEMORY;
+            }
+            break;
+        }
+        case O_CONSISTENCY: o.consistency = optarg; o.given |= OPT_CONSISTENCY; break;
+        case O_KILL: o.kill = 1; o.given |= OPT_KILL; break;
+        case O_CLOISTERD: o.cloisterd = optarg; o.given |= OPT_CLOISTERD; break;
         case O_VERSION:
             printf("cloister %s\n", CLOISTER_VERSION);
             free(pos);
@@ -251,7 +305,7 @@ int main(int argc, char **argv)
     const cli_command *cmd = find_command(name);
     if (!cmd) {
         rc = cli_usage_error(NULL, "unknown command '%s' (commands: deploy, invoke, ls, rm, "
-                                   "logs, kv, attest)", name);
+                                   "logs, kv, attest, up, down, node, status)", name);
         goto out;
     }
     if (help) {
