@@ -186,6 +186,8 @@ int main(int argc, char **argv)
     }
 
     int tls = cfg.tls_cert != NULL || cfg.join != NULL;
+    if (cfg.join && !cfg.threads_given)
+        cfg.threads = CLUSTER_THREADS;   /* workers block on quorum round trips (kv.h) */
     if (cfg.join) {
         /* The certificate arrives after the listeners are bound (cluster.h). */
         if (net_tls_ctx_new(NET_TLS_SERVER, &ssl_ctx, err, sizeof err) != CL_OK) {
@@ -265,8 +267,10 @@ int main(int argc, char **argv)
     net_server_listener_name(srv, 1, http_bound, sizeof http_bound);
 
     if (cfg.join && (cluster_join(&cfg, bound, http_bound, &cluster) != CL_OK ||
-                     cluster_tls_setup(&cluster, &cfg, ssl_ctx) != CL_OK))
+                     cluster_tls_setup(&cluster, &cfg, ssl_ctx) != CL_OK ||
+                     cluster_start_replication(&cluster, &cfg, st) != CL_OK))
         goto out;
+    mc.repl = cluster.repl;
 
     if (start_runtime(&cfg, st, &runtime) != CL_OK)
         goto out;
@@ -300,6 +304,7 @@ out:
     if (http_ready)
         http_context_fini(&http); /* waits for deploy threads, which use the runtime */
     rt_destroy(runtime);          /* finishes queued invocations, stops the executors */
+    cluster_stop_replication(&cluster); /* the engine uses the store */
     store_destroy(st);
     SSL_CTX_free(ssl_ctx);
     cluster_fini(&cluster);

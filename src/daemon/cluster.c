@@ -7,9 +7,11 @@
 #include "../common/log.h"
 #include "../coord/coord.h"
 #include "../net/tls.h"
+#include "../runtime/runtime.h"
 
 #include <jansson.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -85,8 +87,125 @@ int cluster_verify_peer(void *arg, X509 *peer_cert, int *node_id, char *why, siz
     return attest_verify_peer(peer_cert, arg, node_id, why, cap);
 }
 
+/* Appends one namespace (prefix copied). */
+static int ns_add(daemon_cluster *cl, const char *a, const char *b, size_t blen, repl_mode mode)
+{
+    size_t alen = strlen(a);
+    char *p = malloc(alen + blen + 1);
+    if (!p)
+        return CL_ENOMEM;
+    memcpy(p, a, alen);
+    memcpy(p + alen, b, blen);
+    p[alen + blen] = 0;
+    cl->ns_prefix[cl->n_ns] = p;
+    cl->ns[cl->n_ns] = (repl_namespace){.prefix = p, .mode = mode};
+    cl->n_ns++;
+    return CL_OK;
+}
+
+/*
+ * The engine's namespace table.  Keys as the store sees them: memcached
+ * clients' keys as sent (the default tenant's namespaces apply to them),
+ * a function's keys as "\x01t<tenant>/<key>" (runtime.h), the runtime's
+ * own records under other "\x01" prefixes, which stay strong whatever a
+ * tenant chose (the function index is updated by compare-and-swap).
+ */
+static int build_namespaces(daemon_cluster *cl)
+{
+    const coord_join_result *j = &cl->join;
+    size_t cap = 2 * j->n_ns + 1;
+    cl->ns = calloc(cap, sizeof *cl->ns);
+    cl->ns_prefix = calloc(cap, sizeof *cl->ns_prefix);
+    if (!cl->ns || !cl->ns_prefix)
+        return CL_ENOMEM;
+    char reserved[2] = {RT_RESERVED_KEY_BYTE, 0};
+    int rc = ns_add(cl, reserved, "", 0, REPL_STRONG);
+    for (size_t i = 0; i < j->n_ns && rc == CL_OK; i++) {
+        const coord_join_ns *ns = &j->ns[i];
+        char tenant[COORD_MAX_TENANT_NAME + 4];
+        snprintf(tenant, sizeof tenant, "%ct%s/", RT_RESERVED_KEY_BYTE, ns->tenant);
+        rc = ns_add(cl, tenant, ns->prefix, strlen(ns->prefix), ns->mode);
+        if (rc == CL_OK && strcmp(ns->tenant, "default") == 0  /* the gateway's default tenant */)
+            rc = ns_add(cl, "", ns->prefix, strlen(ns->prefix), ns->mode);
+    }
+    return rc;
+}
+
+int cluster_start_replication(daemon_cluster *cl, const daemon_config *cfg, store *st)
+{
+    const coord_join_result *j = &cl->join;
+    peer_node peers[REPL_MAX_NODES];
+    size_t np = 0;
+    int rc = build_namespaces(cl);
+    if (rc != CL_OK)
+        goto fail;
+    repl_config rc_cfg = {
+        .self = j->self,
+        .n = j->n,
+        .epoch = j->epoch,
+        .recover = j->recover,
+        .st = st,
+        .ns = cl->ns,
+        .n_ns = cl->n_ns,
+    };
+    if ((rc = repl_create(&rc_cfg, &cl->repl)) != CL_OK)
+        goto fail;
+    for (size_t i = 0; i < j->n_nodes; i++) {
+        if (j->nodes[i].id == j->self)
+            continue;
+        peers[np++] = (peer_node){.id = j->nodes[i].id,
+                                  .addr = j->nodes[i].peer[0] ? j->nodes[i].peer : NULL};
+    }
+    peer_config pc = {
+        .self = j->self,
+        .epoch = j->epoch,
+        .listen = cfg->peer,
+        .peers = peers,
+        .n_peers = np,
+        .cert = j->cert,
+        .key = j->key,
+        .ca = j->ca,
+        .verify_peer = cluster_verify_peer,
+        .verify_arg = &cl->join.policy,
+        .hooks = repl_hooks(cl->repl),
+    };
+    if ((rc = peer_mesh_create(&pc, &cl->mesh)) != CL_OK)
+        goto fail;
+    repl_transport tr = peer_mesh_transport(cl->mesh);
+    repl_attach(cl->repl, &tr);
+    if ((rc = peer_mesh_start(cl->mesh)) != CL_OK)
+        goto fail;
+    cl_log_info(MOD, "replication: node %d of %d, epoch %llu, peers on %s, %s", j->self, j->n,
+                (unsigned long long)j->epoch, cfg->peer,
+                j->recover ? "recovering the state from a majority before voting"
+                           : "first start: voting at once");
+    return CL_OK;
+fail:
+    fprintf(stderr, "cloisterd: cannot start replication on --peer %s: %s (see the log)\n",
+            cfg->peer ? cfg->peer : "(none)", cl_strerror(rc));
+    cluster_stop_replication(cl);
+    return rc;
+}
+
+void cluster_stop_replication(daemon_cluster *cl)
+{
+    peer_mesh_stop(cl->mesh);        /* the repl thread: no engine hook runs after this */
+    repl_destroy(cl->repl);          /* fails what is pending */
+    peer_mesh_destroy(cl->mesh);
+    cl->repl = NULL;
+    cl->mesh = NULL;
+    for (size_t i = 0; i < cl->n_ns; i++)
+        free(cl->ns_prefix[i]);
+    free(cl->ns_prefix);
+    free(cl->ns);
+    cl->ns_prefix = NULL;
+    cl->ns = NULL;
+    cl->n_ns = 0;
+}
+
 void cluster_fini(daemon_cluster *cl)
 {
+    cluster_stop_replication(cl);
     coord_join_result_fini(&cl->join);
     cl->joined = 0;
 }

@@ -17,22 +17,25 @@
 #include <openssl/ssl.h>
 
 #include "../coord/join.h"
+#include "../repl/peer.h"
+#include "../repl/repl.h"
 #include "config.h"
+
+/* Worker threads of a cluster node unless --threads says otherwise: the
+ * memcached front door waits for replicas on its worker (kv.h), so more
+ * workers keep more requests in flight. */
+#define CLUSTER_THREADS 32
 
 typedef struct daemon_cluster {
     int joined;                 /* 1 after a successful --join */
     coord_join_result join;
-    /*
-     * REPL: the replication layer is wired here (src/repl).  Everything it
-     * needs is in `join`: self, n, epoch, recover, nodes[] (peer
-     * addresses), key + cert + ca (the peer mesh's mutual TLS: contexts
-     * from net_tls_ctx_new/_use_identity/_trust), policy (every peer
-     * certificate must pass attest_verify_peer after the handshake, which
-     * also yields the peer's node id: peer_config.verify_peer =
-     * cluster_verify_peer, verify_arg = &join.policy) and ns[] (namespaces
-     * and modes).  The peer listener is cfg->peer; epoch/recover go to
-     * repl_config.
-     */
+    /* The replication layer (cluster_start_replication): the engine and
+     * the mutual-TLS mesh whose thread drives it. */
+    repl *repl;
+    peer_mesh *mesh;
+    repl_namespace *ns;         /* the engine's namespace table (owned) */
+    char **ns_prefix;           /* its prefix strings (owned) */
+    size_t n_ns;
 } daemon_cluster;
 
 /*
@@ -59,6 +62,21 @@ int cluster_ready_fields(const daemon_cluster *cl, const daemon_config *cfg, jso
  * Runs attest_verify_peer on a certificate whose chain the handshake
  * verified against the cluster CA. */
 int cluster_verify_peer(void *arg, X509 *peer_cert, int *node_id, char *why, size_t cap);
+
+/*
+ * Starts replication after a successful join: the engine over `st` (its
+ * namespaces: every tenant's from the manifest, for memcached keys the
+ * default tenant's, and the runtime's reserved keys always strong) and
+ * the peer mesh listening on cfg->peer, dialling every other node.
+ * A node that joined before (join.recover) starts RECOVERING.  CL_OK, or
+ * a code with a message printed.  Before the front doors start.
+ */
+int cluster_start_replication(daemon_cluster *cl, const daemon_config *cfg, store *st);
+
+/* Stops the mesh (its thread) and destroys the engine: pending
+ * operations fail with CL_ECLOSED.  After the front doors and the
+ * runtime stopped, before the store is destroyed. */
+void cluster_stop_replication(daemon_cluster *cl);
 
 void cluster_fini(daemon_cluster *cl);
 

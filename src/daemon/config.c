@@ -179,6 +179,7 @@ static int set_threads(daemon_config *cfg, const char *v, char *err, size_t errl
         return errf(err, errlen, "--threads '%s' is not a thread count between 1 and %d", v,
                     MAX_THREADS);
     cfg->threads = (int)n;
+    cfg->threads_given = 1;
     return 0;
 }
 
@@ -377,7 +378,9 @@ static const config_option options[] = {
     { "memory", 0, "MB", set_memory, "size of the value arena in megabytes", "64", 1 },
     { "max-value", 0, "BYTES", set_max_value,
       "largest value accepted; k/m suffixes allowed (e.g. 512k, 2m)", "1048576", 1 },
-    { "threads", 0, "N", set_threads, "worker threads", "number of CPUs", 1 },
+    { "threads", 0, "N", set_threads,
+      "worker threads (a cluster node's workers wait for replicas, so it runs more)",
+      "number of CPUs; 32 with --join", 1 },
     { "evict", 0, "lru|none", set_evict,
       "when memory is full: none = refuse writes (storage semantics), lru = evict the least "
       "recently used items (cache semantics)", "none", 1 },
@@ -623,6 +626,9 @@ static int check_cluster(daemon_config *cfg, char *err, size_t errlen)
     if (tls_files || cfg->plaintext)
         return errf(err, errlen, "--join serves TLS with the certificate the coordinator issues: "
                     "drop --tls-cert/--tls-key/--plaintext");
+    if (!cfg->peer)
+        return errf(err, errlen, "--join needs --peer HOST:PORT: the address the other nodes "
+                    "reach this one at for replication");
     return 0;
 }
 

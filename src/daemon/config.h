@@ -27,6 +27,7 @@ typedef struct daemon_config {
     size_t memory_mb;    /* arena size in MiB */
     size_t max_value;    /* largest value in bytes */
     int threads;         /* worker threads */
+    int threads_given;   /* --threads was set (else a cluster node runs CLUSTER_THREADS) */
     int evict_lru;       /* 1: --evict lru */
     char *config_file;   /* the file read, if any */
     char *ready_file;    /* JSON written once listening */

@@ -248,7 +248,7 @@ size_t mc_session_process(mc_session *s, const uint8_t *in, size_t len,
         mc_req r;
         r.sess = s;
         r.thr = s->thr;
-        r.st = s->thr->st;
+        r.kv = &s->thr->kv;
         r.out = out;
         r.line = p;
         r.linelen = (size_t)(nl - p);
@@ -295,6 +295,7 @@ int mc_thread_create(mc_context *ctx, mc_thread **out)
         free(t);
         return rc;
     }
+    kv_thread_init(&t->kv, ctx->store, t->st, ctx->repl);
     *out = t;
     return CL_OK;
 }
@@ -303,6 +304,7 @@ void mc_thread_destroy(mc_thread *t)
 {
     if (!t)
         return;
+    kv_thread_fini(&t->kv);
     store_thread_destroy(t->st);
     free(t);
 }

@@ -56,6 +56,8 @@ typedef struct mc_counters {
 
 typedef struct mc_context {
     store *store;               /* required; not owned */
+    struct repl *repl;          /* non-NULL on a cluster: commands go through the
+                                   replicated store (kv/kv.h); not owned */
     const char *version;        /* "VERSION <version>"; NULL = MC_VERSION_DEFAULT.
                                    Its major number must not be 0 (see above). */
     int64_t started;            /* Unix seconds the daemon started (stats uptime) */

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "mc.h"
+#include "../kv/kv.h"
 
 /* Tokens per line examined (memcached's limit): the command, the key, and
  * for meta commands up to 22 more.  Retrieval commands read their keys
@@ -35,6 +36,7 @@
 struct mc_thread {
     mc_context *ctx;
     store_thread *st;
+    kv_thread kv;               /* st, or the replicated store over it */
 };
 
 typedef struct mc_token {
@@ -48,7 +50,7 @@ enum { MC_DONE = 0, MC_NEED_MORE = 1, MC_BLOCK_READY = 2 };
 typedef struct mc_req {
     mc_session *sess;
     mc_thread *thr;
-    store_thread *st;
+    kv_thread *kv;
     cl_buf *out;
     const uint8_t *line;         /* the command line, "\r\n" stripped */
     size_t linelen;

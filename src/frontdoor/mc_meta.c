@@ -340,7 +340,7 @@ static int mg_lookup(mc_req *r, const mc_meta *m)
     mg_sink k = { r, m, store_now(), 0 };
     store_meta sm;
     size_t start = r->out->len;
-    int rc = store_get(r->st, m->key, m->klen, &o, mg_value_to_reply, &k, &sm);
+    int rc = kv_get(r->kv, m->key, m->klen, &o, mg_value_to_reply, &k, &sm);
     if (k.failed)
         rc = CL_ENOMEM;
     if (rc != CL_OK) {
@@ -400,7 +400,7 @@ int mc_cmd_ms(mc_req *r)
         .stale_if_older = HAS(&m, 'I'),
     };
     uint64_t cas = 0;
-    int rc = store_set(r->st, m.key, m.klen, r->data, (size_t)bytes, &w, &cas);
+    int rc = kv_set(r->kv, m.key, m.klen, r->data, (size_t)bytes, &w, &cas);
     int concat = w.mode == STORE_APPEND || w.mode == STORE_PREPEND;
     const char *code = rc == CL_OK ? "HD"
                      : rc == CL_ENOTSTORED ? "NS"
@@ -425,9 +425,9 @@ int mc_cmd_md(mc_req *r)
     if (!mc_meta_begin(r, 2, &md_spec, &m))
         return MC_DONE;
     int rc = HAS(&m, 'I')
-                 ? store_invalidate(r->st, m.key, m.klen, m.cas, HAS(&m, 'T'),
+                 ? kv_invalidate(r->kv, m.key, m.klen, m.cas, HAS(&m, 'T'),
                                     HAS(&m, 'T') ? store_exptime(m.ttl) : 0, NULL)
-                 : store_delete(r->st, m.key, m.klen, m.cas);
+                 : kv_delete(r->kv, m.key, m.klen, m.cas);
     const char *code = rc == CL_OK ? "HD"
                      : rc == CL_ENOTFOUND ? "NF"
                      : rc == CL_EEXISTS ? "EX" : NULL;
@@ -457,7 +457,7 @@ int mc_cmd_ma(mc_req *r)
     };
     uint64_t value;
     store_meta sm;
-    int rc = store_arith(r->st, m.key, m.klen, &a, &value, &sm);
+    int rc = kv_arith(r->kv, m.key, m.klen, &a, &value, &sm);
     if (rc == CL_ENOTFOUND || rc == CL_EEXISTS) {
         mc_meta_status(r, &m, rc == CL_ENOTFOUND ? "NF" : "EX");
         return MC_DONE;
@@ -516,7 +516,7 @@ int mc_cmd_me(mc_req *r)
     }
     store_get_opts o = { .want_value = 0, .no_bump = 1 };
     store_meta sm;
-    int rc = store_get(r->st, m.key, m.klen, &o, NULL, NULL, &sm);
+    int rc = kv_get(r->kv, m.key, m.klen, &o, NULL, NULL, &sm);
     if (rc == CL_ENOTFOUND) {
         mc_put(r, "EN\r\n", 4);
         return MC_DONE;

@@ -134,6 +134,9 @@ const char *mc_store_error_text(int rc)
     case CL_ENONNUMERIC: return "CLIENT_ERROR cannot increment or decrement non-numeric value";
     case CL_EBADKEY:     return MC_ERR_FORMAT;
     case CL_ENOMEM:      return "SERVER_ERROR out of memory";
+    case CL_EUNSUPPORTED: return "SERVER_ERROR not supported on a replicated store";
+    case CL_ETIMEDOUT:
+    case CL_ENOQUORUM:   return "SERVER_ERROR no quorum: too few replicas answered in time";
     default:             return "SERVER_ERROR internal error";
     }
 }

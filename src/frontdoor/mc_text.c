@@ -108,7 +108,7 @@ static int mc_retrieve(mc_req *r, int with_cas, int touch)
             err = MC_ERR_FORMAT;
             mc_count(&r->thr->ctx->counters.client_errors);
         } else {
-            int rc = store_get(r->st, k, sink.klen, &opts, mc_value_to_reply, &sink, NULL);
+            int rc = kv_get(r->kv, k, sink.klen, &opts, mc_value_to_reply, &sink, NULL);
             if (sink.failed)
                 rc = CL_ENOMEM;
             if (rc == CL_OK)
@@ -140,7 +140,7 @@ int mc_cmd_gats(mc_req *r) { return mc_retrieve(r, 1, 1); }
 static int mc_cas_zero(mc_req *r, const mc_token *key)
 {
     store_get_opts o = { .want_value = 0, .no_bump = 1 };
-    int rc = store_get(r->st, key->p, key->n, &o, NULL, NULL, NULL);
+    int rc = kv_get(r->kv, key->p, key->n, &o, NULL, NULL, NULL);
     return rc == CL_OK ? CL_EEXISTS : rc;
 }
 
@@ -174,7 +174,7 @@ static int mc_storage(mc_req *r, store_mode mode, int is_cas)
     if (is_cas && w.cas == 0)
         rc = mc_cas_zero(r, key);
     else
-        rc = store_set(r->st, key->p, key->n, r->data, (size_t)bytes, &w, NULL);
+        rc = kv_set(r->kv, key->p, key->n, r->data, (size_t)bytes, &w, NULL);
     if (rc == CL_OK)
         mc_reply(r, "STORED");
     else
@@ -206,7 +206,7 @@ int mc_cmd_delete(mc_req *r)
         mc_reply_client_error(r, MC_ERR_FORMAT);
         return MC_DONE;
     }
-    int rc = store_delete(r->st, key->p, key->n, 0);
+    int rc = kv_delete(r->kv, key->p, key->n, 0);
     if (rc == CL_OK)
         mc_reply(r, "DELETED");
     else
@@ -229,7 +229,7 @@ static int mc_arith(mc_req *r, int incr)
         return MC_DONE;
     }
     uint64_t value;
-    int rc = store_arith(r->st, key->p, key->n, &a, &value, NULL);
+    int rc = kv_arith(r->kv, key->p, key->n, &a, &value, NULL);
     if (rc != CL_OK) {
         mc_reply_store_error(r, rc);
     } else if (!r->noreply) {
@@ -256,7 +256,7 @@ int mc_cmd_touch(mc_req *r)
         mc_reply_client_error(r, MC_ERR_EXPTIME);
         return MC_DONE;
     }
-    int rc = store_touch(r->st, key->p, key->n, store_exptime(e));
+    int rc = kv_touch(r->kv, key->p, key->n, store_exptime(e));
     if (rc == CL_OK)
         mc_reply(r, "TOUCHED");
     else
@@ -275,6 +275,10 @@ int mc_cmd_flush_all(mc_req *r)
     if (r->ntok > 1 && !(r->ntok == 2 && r->noreply) &&
         !mc_parse_i64(r->tok[1].p, r->tok[1].n, &delay)) {
         mc_reply_client_error(r, MC_ERR_EXPTIME);
+        return MC_DONE;
+    }
+    if (kv_replicated(r->kv)) {
+        mc_reply_store_error(r, CL_EUNSUPPORTED);
         return MC_DONE;
     }
     store_flush(r->thr->ctx->store, delay > 0 ? store_exptime(delay) : 0);

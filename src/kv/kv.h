@@ -11,8 +11,8 @@
  *   - a plain set is an ABD write (repl_put);
  *   - everything that reads and then writes - add, replace, append,
  *     prepend, cas, delete (which reports NOT_FOUND), incr/decr, touch,
- *     gat - is one CASPaxos read-modify-write whose step function below
- *     applies the same rule the store applies locally;
+ *     gat - is one CASPaxos read-modify-write whose step function
+ *     (repl/ops.h) applies the rule the store applies locally;
  *   - the CAS id a client sees is the value's replicated version;
  *   - what has no replicated meaning yet is refused with CL_EUNSUPPORTED
  *     rather than answered from one replica: the anti-stampede state of
@@ -53,6 +53,10 @@ int kv_get(kv_thread *kt, const uint8_t *key, size_t klen, const store_get_opts 
 int kv_set(kv_thread *kt, const uint8_t *key, size_t klen, const uint8_t *val, size_t len,
            const store_write *w, uint64_t *cas_out);
 int kv_delete(kv_thread *kt, const uint8_t *key, size_t klen, uint64_t cas);
+/* kv_delete, also reporting the deletion's version on a cluster (0 on a
+ * single node): what a lock's release set records. */
+int kv_delete_v(kv_thread *kt, const uint8_t *key, size_t klen, uint64_t cas,
+                uint64_t *version_out);
 int kv_invalidate(kv_thread *kt, const uint8_t *key, size_t klen, uint64_t cas, int touch,
                   int64_t exptime, uint64_t *cas_out);
 int kv_touch(kv_thread *kt, const uint8_t *key, size_t klen, int64_t exptime);

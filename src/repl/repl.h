@@ -4,74 +4,119 @@
  * consistency modes chosen per namespace (key prefix).
  *
  * STRONG (default): each key is a linearizable register; the cluster
- * tolerates floor((n-1)/2) crashed nodes.
- *   Versions.  Every value carries a version ts = (counter << 8) | node_id,
- *   node ids 1..n: one totally ordered space for ABD timestamps and
- *   CASPaxos ballots, unique per proposer.  The version is also the CAS id
- *   memcached clients see (gets, mg c).
- *   Replica state per key: accepted = (ts, value or tombstone) and a
- *   promised ballot p (kept in trusted memory; conservatively it may be
- *   shared by keys that hash alike - a larger promise only rejects more).
- *   Replica rules:
- *     QUERY            -> reply (accepted.ts, value).
- *     WRITE(ts, v)     -> ts < p: NACK(p).  ts > accepted.ts, or the local
- *                         copy is broken (failed authentication) and
- *                         ts >= accepted.ts: accepted = (ts, v), ACK.
- *                         Otherwise ACK without change (already newer).
+ *   tolerates floor((n-1)/2) crashed nodes.
+ *   Versions.  Every value carries a version ts = hlc << 8 | node_id
+ *   (hlc.h: a hybrid logical clock, node ids 1..n): one totally ordered
+ *   space for ABD timestamps, CASPaxos ballots and eventual-mode stamps,
+ *   unique per node, roughly following real time.  The version is also
+ *   the CAS id memcached clients see (gets, mg c).
+ *   Replica state per key: accepted = (ts, value or tombstone) in the
+ *   local store (store.h versions and tombstones) and a promised ballot p
+ *   (trusted memory, a table indexed by key hash: keys that hash alike
+ *   share a slot, which only rejects more; plus a floor for every key,
+ *   raised by recovery fences).  Replica rules (spec/repl.pml checks them):
+ *     QUERY            -> reply (accepted.ts, value if the proposer's ts differs).
+ *     WRITE(ts, v)     -> ts < p_key: NACK(p_key) (p_key: the key's slot,
+ *                         without the recovery floor, which only has to
+ *                         stop old ballots).  ts > accepted.ts (or ts >=
+ *                         accepted.ts with the REPAIR flag: the proposer saw
+ *                         the copy fail its integrity check): accepted =
+ *                         (ts, v).  ACK (also when already newer).
  *     PREPARE(b)       -> b > p and b > accepted.ts: p = b, PROMISE(accepted).
  *                         Otherwise NACK(max(p, accepted.ts)).
- *     ACCEPT(b, v)     -> b >= p and b > accepted.ts: accepted = (b, v), ACK.
- *                         Otherwise NACK(max(p, accepted.ts)).
+ *     ACCEPT(b, v)     -> b >= p and b >= accepted.ts: accepted = (b, v)
+ *                         (b == accepted.ts: the same proposal again, no
+ *                         change), ACK.  Otherwise NACK(max(p, accepted.ts)).
+ *   A copy that fails its integrity check answers BROKEN(its version): it
+ *   votes, but its value is taken from another replica, and the proposer
+ *   writes that value back over it (repair).
+ *   History clock.  A strong value carries a small vector: per node, the
+ *   largest ballot of that node whose change the value includes.  An RMW
+ *   sets its own entry to its ballot; every write inherits the vector of
+ *   the newest value it saw (a blind write: of the newest reply to its
+ *   QUERY).  A node runs one write per key at a time (later ones queue),
+ *   so "my entry >= my first ballot" tells a retrying RMW that an earlier
+ *   attempt of its own was chosen: it completes with that attempt's
+ *   result instead of applying its function twice.  (The vector lives in
+ *   the sealed value; store xbit marks values that have one.)
  *   Proposer (the node a client talks to; it is also a replica, applied
  *   locally without a message):
- *     get (ABD read):  QUERY all, wait for a majority.  All replies carry
- *                      the same ts -> done in one round trip.  Otherwise
- *                      WRITE the newest (ts, v) back to a majority (a NACK
- *                      restarts the read), then done.
- *     set / blind delete (ABD write): QUERY a majority for the newest ts,
- *                      WRITE((max counter + 1) << 8 | self) to all, wait for a
- *                      majority of ACKs; a NACK(p) restarts with counter > p.
+ *     get (ABD read):  QUERY all, wait for a majority.  All carry the same
+ *                      ts -> done in one round trip (peers send no value
+ *                      then).  Otherwise WRITE the newest back to a
+ *                      majority.  If a promise refuses the write-back (an
+ *                      RMW in progress, a shared promise slot), the read
+ *                      finishes as a CASPaxos round that re-proposes the
+ *                      newest value (which then gets a new version).
+ *     set / blind delete (ABD write): QUERY a majority for the newest ts
+ *                      (and promise), WRITE(new version above both) to all,
+ *                      wait for a majority of ACKs.  If the WRITE cannot
+ *                      get a majority: retry only when every replica
+ *                      NACKed and none holds the version (then none ever
+ *                      will); otherwise the outcome is unknown:
+ *                      CL_ETIMEDOUT.
  *     read-modify-write (CASPaxos: cas, add, replace, append, prepend,
  *                      incr, decr, delete with a reply, touch, locks):
- *                      PREPARE(b) to all; on a majority of PROMISEs run the
- *                      caller's pure function on the newest accepted value;
- *                      if it writes, ACCEPT(b, f(v)) to all and wait for a
- *                      majority of ACKs; any NACK majority or time-out ->
- *                      retry with a larger ballot (randomised backoff).
- *   Freshness: every request carries the proposer's epoch and a request id;
- *   replies echo both and are matched to an outstanding request, so a
- *   duplicated, delayed or replayed message never completes the wrong
- *   operation; replica rules are idempotent.
- *   The model in spec/repl.pml checks these rules (3 replicas, 2 clients).
+ *                      PREPARE(b) to all; on a majority of PROMISEs take
+ *                      the newest accepted value; if its history clock
+ *                      shows an earlier attempt of this op, that attempt's
+ *                      result is the answer; else run the caller's pure
+ *                      function on it.  A write, or a keep after promises
+ *                      that differ, ACCEPTs (b, value) and waits for a
+ *                      majority of ACKs; a keep after identical promises
+ *                      completes at once, unless an earlier attempt of the
+ *                      op wrote (then b must be chosen to bury it; a key
+ *                      never written is re-proposed as a tombstone).  A
+ *                      NACK majority or a lost round retries with a larger
+ *                      ballot after a random backoff.  Outcomes are never
+ *                      guessed: an op that gives up after a write it cannot
+ *                      confirm reports CL_ETIMEDOUT (unknown).
+ *   Freshness: every request carries the proposer's epoch and a request
+ *   id (one per round); replies echo both and are matched in O(1) to the
+ *   live round of an operation, so a duplicated, delayed or replayed
+ *   message never completes the wrong operation; replica rules are
+ *   idempotent and versions only grow (tombstones keep a deleted key's
+ *   version, expired values keep theirs), so a replayed request changes
+ *   nothing.  Lost requests are retransmitted (same id) until answered.
  *
  * EVENTUAL: a write applies to the local replica and is acknowledged at
- *   once, with version = hybrid logical clock (physical ms and a logical
- *   counter, shifted << 8 | node_id); it is pushed to every peer
- *   asynchronously in batches; a replica applies a pushed value when its
- *   version is larger (last writer wins; deletes are tombstones).
- *   Anti-entropy: periodically each node compares per-bucket digests of
- *   (key, version) with a peer and pulls what it misses, so a node that
- *   missed updates (crashed, partitioned) converges.  Reads are local.
+ *   once, with version = the hybrid logical clock; it is pushed to every
+ *   peer asynchronously in batches (every push_interval_us); a replica
+ *   applies a pushed value when its version is larger (last writer wins;
+ *   deletes are tombstones).  RMWs (incr, cas, ...) run on the local copy.
+ *   Anti-entropy: every antientropy_ms a node sends one peer (in turn)
+ *   its digest of the eventual keys (AE_BUCKETS buckets, each the XOR of
+ *   hash(key, version) over its keys, kept up to date on every change);
+ *   both push every entry of the buckets that differ, so a node that
+ *   missed updates (crashed, partitioned, lost pushes) converges.  Reads
+ *   are local.
  *
  * LOCKS (PSL release consistency), in either mode: a lock is a strong
- *   register (CASPaxos) holding {owner, lease expiry, fencing token,
- *   release set}.  repl_lock grants when the lock is free or its lease has
- *   run out, with a fencing token larger than every earlier grant.
- *   repl_unlock stores the releaser's write set (the keys it wrote under
- *   the lock and their versions; in eventual mode after pushing them).
- *   Before a grant completes on a node, that node catches up: every key in
- *   the previous holder's release set is at least at the recorded version
- *   locally (fetched from peers if needed).  So writes made under a lock
- *   are visible to the next holder on any node.
+ *   register (key "\x01L" + name, CASPaxos) holding {owner, lease end
+ *   (wall-clock ms), fencing token, release set}.  repl_lock grants when
+ *   the lock is free, its lease has run out, or the owner already holds
+ *   it (lease renewed, same token); a new grant's token is the previous
+ *   token + 1, so tokens of one lock strictly increase.  While it is held
+ *   by another, the request polls (every few ms) until wait_ms.
+ *   repl_unlock (in eventual mode after pushing the written values to a
+ *   majority) stores the releaser's write set merged into the lock's
+ *   release set (eventual-mode keys only: strong keys are linearizable
+ *   anyway; at most RS_MAX keys, newest kept).  Before a grant completes
+ *   on a node, that node catches up: every key of the release set is at
+ *   least at the recorded version locally (fetched from peers if
+ *   needed).  So writes made under a lock are visible to the next holder
+ *   on any node.  Leases assume clocks agree to well under a lease.
  *
- * RECOVERY.  A node that restarts (the coordinator says so: its epoch is
- *   not its first) starts RECOVERING: it answers no replica request (so it
- *   never counts toward a quorum) until it has copied, from a majority of
- *   peers, every key's newest accepted value and the largest promise, and
- *   merged them.  It may still act as proposer meanwhile (counting only
- *   its peers).  A value whose local copy fails its integrity check counts
- *   as broken: the replica answers without it, the read completes from the
- *   others and its write-back repairs the copy.
+ * RECOVERY.  A node that restarts (cfg.recover) starts RECOVERING: it
+ *   answers no strong replica request (WS_NOTREADY: it never counts
+ *   toward a quorum; eventual pushes are applied) until it has copied,
+ *   from a majority of its peers, every record (SYNC, resumable scans of
+ *   their stores) and the largest promise.  First it fences: it asks the
+ *   peers for the largest promise/version they know, then every copy
+ *   request raises the peer's promise floor to FENCE = that + fence_ms
+ *   of clock margin (above every ballot made before the crash, which it
+ *   may have promised and forgotten), and it takes FENCE as its own
+ *   floor.  It may act as proposer meanwhile (counting only its peers).
  *
  * Threading: repl_* submission functions may be called from any thread;
  *   they copy their arguments and hand the operation to the repl thread
@@ -81,6 +126,17 @@
  *   result are valid only during the callback.  The *_sync helpers block
  *   the calling thread (executor threads of the runtime; never a network
  *   worker, never the repl thread).
+ *
+ * The store: in a cluster the engine owns the local store.  Nothing else
+ *   may write it (writes go through repl_*); eventual-mode keys may be
+ *   read directly with store_get (their values are stored as they are;
+ *   tombstones and expired values are invisible), strong-mode values may
+ *   carry the history clock in front of the bytes (store xbit) and are
+ *   read through repl_get.  flush_all has no cluster meaning yet.
+ *
+ * Files: repl.c (lifecycle, op table, timers), replica.c (the rules),
+ *   strong.c (ABD + CASPaxos proposer), eventual.c, lock.c, recover.c,
+ *   wire.[ch] (messages), hlc.[ch], ops.[ch] (memcached RMW functions).
  */
 #ifndef CLOISTER_REPL_REPL_H
 #define CLOISTER_REPL_REPL_H
@@ -111,6 +167,13 @@ typedef struct repl_config {
     unsigned op_timeout_ms;   /* give up an operation (CL_ETIMEDOUT); 0 = 5000 */
     unsigned push_interval_us;/* eventual: batching delay; 0 = 500 */
     unsigned antientropy_ms;  /* eventual: digest exchange period; 0 = 1000 */
+    unsigned retry_ms;        /* first retransmission time-out (doubles, <= 1 s); 0 = 50 */
+    unsigned fence_ms;        /* recovery fence margin: more than the clock skew; 0 = 2000 */
+    /* Wall clock in Unix milliseconds (hybrid logical clock, lease ends);
+     * NULL = CLOCK_REALTIME.  Tests pass a simulated one. */
+    uint64_t (*wall_ms)(void *wall_arg);
+    void *wall_arg;
+    uint64_t seed;            /* backoff randomness; 0 = from the OS */
 } repl_config;
 
 /* A value as the engine reports it. */
@@ -154,15 +217,24 @@ repl_engine_hooks repl_hooks(repl *r);
 void repl_destroy(repl *r);
 
 repl_mode repl_mode_of(const repl *r, const uint8_t *key, size_t klen);
+/* Largest value the cluster replicates: the store's max_value less the
+ * history clock, at most 1.5 MiB (messages stay below REPL_MAX_MSG).
+ * Larger puts are CL_ETOOBIG; so is an RMW whose result is larger. */
+size_t repl_max_value(const repl *r);
 int repl_ready(const repl *r);   /* 0 while RECOVERING */
 
 /* ---- operations (any thread; done runs once on the repl thread) -------- */
 /* Every submission returns CL_OK (done will run) or an error without
  * calling done: CL_EBADKEY, CL_ETOOBIG, CL_ECLOSED, CL_ENOMEM. */
+/* Read: CL_OK (res->val), CL_ENOTFOUND (absent, deleted or expired),
+ * CL_EINTEGRITY (every copy failed its check), CL_ETIMEDOUT, CL_ENOQUORUM. */
 int repl_get(repl *r, const uint8_t *key, size_t klen, repl_done_fn done, void *arg);
-/* Blind write (memcached set; v->present = 0 writes a tombstone). */
+/* Blind write (memcached set; v->present = 0 writes a tombstone).  The
+ * result's val.version is the new version. */
 int repl_put(repl *r, const uint8_t *key, size_t klen, const repl_val *v,
              repl_done_fn done, void *arg);
+/* Read-modify-write (ops.h has memcached's).  In eventual mode it runs on
+ * the local copy and is pushed like a put. */
 int repl_rmw(repl *r, const uint8_t *key, size_t klen, repl_rmw_fn fn, void *fn_arg,
              repl_done_fn done, void *arg);
 
@@ -194,14 +266,22 @@ int repl_put_sync(repl *r, const uint8_t *key, size_t klen, const repl_val *v,
                   uint64_t *version_out);
 int repl_rmw_sync(repl *r, const uint8_t *key, size_t klen, repl_rmw_fn fn, void *fn_arg,
                   uint8_t *buf, size_t cap, repl_val *out);
+int repl_lock_sync(repl *r, const uint8_t *name, size_t nlen, uint64_t owner,
+                   unsigned lease_ms, unsigned wait_ms, uint64_t *token_out);
+int repl_unlock_sync(repl *r, const uint8_t *name, size_t nlen, uint64_t owner,
+                     uint64_t token, const repl_wkey *ws, size_t n_ws);
 
 /* ---- observation -------------------------------------------------------- */
 typedef struct repl_stats {
     uint64_t gets, gets_one_round, puts, rmws, rmw_retries;
+    uint64_t writebacks;         /* ABD reads that wrote the newest value back */
+    uint64_t rmw_dedup;          /* RMW retries that found their earlier attempt chosen */
     uint64_t nacks, timeouts, repairs, integrity_failures;
     uint64_t pushed, applied_remote, antientropy_pulled;
-    uint64_t lock_grants, lock_waits;
+    uint64_t lock_grants, lock_waits, lock_releases, catchup_fetched;
     uint64_t replayed_dropped;   /* stale or duplicate replies ignored */
+    uint64_t msgs_in, msgs_out;  /* transport messages (each a batch of records) */
+    uint64_t recovered_records;  /* records copied while RECOVERING */
     int ready;                   /* 0 while RECOVERING */
     int peers_up;
 } repl_stats;

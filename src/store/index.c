@@ -221,6 +221,36 @@ void kv_index_grow(kv_index *ix)
     cl_log_debug("index", "hash table grown to 2^%u buckets", ix->power);
 }
 
+/* ---- resumable scan ------------------------------------------------------------- */
+
+static uint64_t rev64(uint64_t v)
+{
+    v = ((v >> 1) & 0x5555555555555555ull) | ((v & 0x5555555555555555ull) << 1);
+    v = ((v >> 2) & 0x3333333333333333ull) | ((v & 0x3333333333333333ull) << 2);
+    v = ((v >> 4) & 0x0f0f0f0f0f0f0f0full) | ((v & 0x0f0f0f0f0f0f0f0full) << 4);
+    return __builtin_bswap64(v);
+}
+
+uint64_t kv_index_scan(kv_index *ix, uint64_t cursor,
+                       void (*fn)(void *arg, kv_item *it), void *arg)
+{
+    /* A bucket's stripe is its low KV_STRIPE_BITS, whatever the table size,
+     * and the table only changes with every stripe held: lock first, then
+     * read the mask. */
+    pthread_mutex_t *lock = &ix->stripes[cursor & (KV_STRIPES - 1)].lock;
+    pthread_mutex_lock(lock);
+    uint64_t mask = ix->mask;
+    for (kv_item *it = ix->table[cursor & mask], *next; it; it = next) {
+        next = it->h_next;
+        fn(arg, it);
+    }
+    pthread_mutex_unlock(lock);
+    cursor |= ~mask;
+    cursor = rev64(cursor);
+    cursor++;
+    return rev64(cursor);
+}
+
 /* ---- record allocator ----------------------------------------------------------- */
 
 int kv_index_item_alloc(kv_index *ix, size_t klen, kv_item **out)

@@ -48,6 +48,10 @@ enum {
     KV_ITEM_LOGGED     = 1 << 1,  /* integrity failure already logged */
     KV_ITEM_STALE      = 1 << 2,  /* invalidated, still served (meta X; store.c) */
     KV_ITEM_TOKEN_SENT = 1 << 3,  /* its recache token is out (meta W, then Z; store.c) */
+    KV_ITEM_TOMB       = 1 << 4,  /* tombstone: remembers a deletion's version (store.c) */
+    KV_ITEM_NOCHUNK    = 1 << 5,  /* holds no arena chunk and is on no LRU list (a
+                                     tombstone without bytes; store.c) */
+    KV_ITEM_XBIT       = 1 << 6,  /* one bit kept for the replication layer (store.h) */
 };
 
 /*
@@ -61,6 +65,7 @@ typedef struct kv_item {
     struct kv_item *lru_prev, *lru_next;    /* LRU of arena class cls */
     uint64_t hash;
     uint64_t cas;                           /* CAS id = nonce sequence of the sealed value */
+    uint64_t version;                       /* replication version (repl/), 0 = none */
     int64_t exptime;                        /* absolute Unix seconds, 0 = never */
     uint64_t off;                           /* arena offset of the sealed value */
     uint32_t len;                           /* value length (plaintext = ciphertext) */
@@ -114,6 +119,18 @@ int kv_index_item_alloc(kv_index *ix, size_t klen, kv_item **out)
     __attribute__((warn_unused_result));
 /* Returns an unlinked record to its class. */
 void kv_index_item_free(kv_index *ix, kv_item *it);
+
+/*
+ * Visits one bucket for a resumable scan (cursor 0 starts one): takes the
+ * bucket's stripe, calls fn on every record in it (stripe held; fn must
+ * not take another stripe), releases it and returns the next cursor, 0
+ * when the scan is complete.  The cursor walks bucket indexes in
+ * reverse-bit order (Redis's dictScan), so every record linked for the
+ * whole scan is visited at least once even if the table grows between
+ * calls; a record may be visited twice.  Call with no stripe held.
+ */
+uint64_t kv_index_scan(kv_index *ix, uint64_t cursor,
+                       void (*fn)(void *arg, kv_item *it), void *arg);
 
 /* Gauges (racy reads). */
 uint64_t kv_index_count(const kv_index *ix);

@@ -124,6 +124,7 @@ struct store {
     int64_t flush_at;             /* delayed flush: items stored before it vanish at it */
     int64_t flush_past;           /* an older delayed flush that has fired */
     uint64_t cmd_flush;
+    uint64_t tombs;               /* records that are tombstones (atomic) */
 
     pthread_mutex_t threads_lock; /* the thread list, retired, thread_trusted */
     store_thread *threads;
@@ -150,7 +151,7 @@ struct sealed {
     uint8_t tag[SEAL_TAG_LEN];
 };
 
-enum item_state { ITEM_LIVE, ITEM_EXPIRED, ITEM_FLUSHED };
+enum item_state { ITEM_LIVE, ITEM_EXPIRED, ITEM_FLUSHED, ITEM_TOMB };
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -195,6 +196,8 @@ static uint64_t cas_next(store *s)
 
 static enum item_state item_state(const store *s, const kv_item *it, int64_t now)
 {
+    if (it->bits & KV_ITEM_TOMB)
+        return ITEM_TOMB;
     if (it->cas <= __atomic_load_n(&s->flush_cas, __ATOMIC_ACQUIRE))
         return ITEM_FLUSHED;
     int64_t at = __atomic_load_n(&s->flush_at, __ATOMIC_ACQUIRE);
@@ -233,6 +236,10 @@ static void meta_fill(const kv_item *it, store_meta *m)
     m->stale = (it->bits & KV_ITEM_STALE) != 0;
     m->token_sent = (it->bits & KV_ITEM_TOKEN_SENT) != 0;
     m->won = 0;
+    m->version = it->version;
+    m->tombstone = 0;
+    m->expired = 0;
+    m->xbit = (it->bits & KV_ITEM_XBIT) != 0;
 }
 
 /* ---- LRU (per arena class) ------------------------------------------------ */
@@ -298,13 +305,39 @@ static void do_item_free(store_thread *t, kv_item *it, int lru_held)
 {
     store *s = t->s;
     do_kv_index_unlink(s->index, it);
+    if (!(it->bits & KV_ITEM_NOCHUNK)) {
+        if (lru_held)
+            do_lru_unlink(&s->lru[it->cls], it);
+        else
+            lru_unlink(s, it);
+        arena_free(s->arena, it->cls, it->off);
+    }
+    if (it->bits & KV_ITEM_TOMB)
+        __atomic_sub_fetch(&s->tombs, 1, __ATOMIC_RELAXED);
+    bytes_add(t, -(int64_t)it->len);
+    kv_index_item_free(s->index, it);
+}
+
+/*
+ * Turns a hidden versioned record (expired, flushed or a tombstone) into
+ * a tombstone without bytes: its chunk goes back to the arena, its
+ * version stays (stripe held; the LRU lock iff lru_held).
+ */
+static void do_item_strip(store_thread *t, kv_item *it, int lru_held)
+{
+    store *s = t->s;
+    CL_ASSERT(!(it->bits & KV_ITEM_NOCHUNK));
     if (lru_held)
         do_lru_unlink(&s->lru[it->cls], it);
     else
         lru_unlink(s, it);
     arena_free(s->arena, it->cls, it->off);
     bytes_add(t, -(int64_t)it->len);
-    kv_index_item_free(s->index, it);
+    if (!(it->bits & KV_ITEM_TOMB))
+        __atomic_add_fetch(&s->tombs, 1, __ATOMIC_RELAXED);
+    it->len = 0;
+    it->off = 0;
+    it->bits = KV_ITEM_TOMB | KV_ITEM_NOCHUNK;
 }
 
 static void count_reclaimed(store_thread *t, const kv_item *it)
@@ -316,19 +349,29 @@ static void count_reclaimed(store_thread *t, const kv_item *it)
 
 /*
  * Finds key's record if it is live (stripe held).  An expired or flushed
- * record met on the way is freed at once; *why (if non-NULL) then says
- * which, else ITEM_LIVE.
+ * record met on the way is freed at once, unless it has a version: then
+ * it stays, hidden, as does a tombstone, and *kept (if non-NULL) points
+ * at it so a write can reuse the record.  *why (if non-NULL) says why
+ * nothing live was found, else ITEM_LIVE.
  */
 static kv_item *do_item_find_live(store_thread *t, uint64_t h, const uint8_t *key,
-                                  size_t klen, int64_t now, enum item_state *why)
+                                  size_t klen, int64_t now, enum item_state *why,
+                                  kv_item **kept)
 {
     kv_item *it = do_kv_index_find(t->s->index, h, key, klen);
     enum item_state st = it ? item_state(t->s, it, now) : ITEM_LIVE;
     if (why)
         *why = st;
+    if (kept)
+        *kept = NULL;
     if (it && st != ITEM_LIVE) {
-        count_reclaimed(t, it);
-        do_item_free(t, it, 0);
+        if (it->version || st == ITEM_TOMB) {
+            if (kept)
+                *kept = it;
+        } else {
+            count_reclaimed(t, it);
+            do_item_free(t, it, 0);
+        }
         it = NULL;
     }
     return it;
@@ -353,8 +396,12 @@ static int reclaim(store_thread *t, int cls)
         if (kv_index_trylock(s->index, h) != 0)
             continue;
         if (item_state(s, it, now) != ITEM_LIVE) {
-            count_reclaimed(t, it);
-            do_item_free(t, it, 1);
+            if (it->version || (it->bits & KV_ITEM_TOMB)) {
+                do_item_strip(t, it, 1); /* keeps the version, frees the chunk */
+            } else {
+                count_reclaimed(t, it);
+                do_item_free(t, it, 1);
+            }
             freed = 1;
         }
         kv_index_unlock(s->index, h);
@@ -454,6 +501,11 @@ static int do_value_seal(store_thread *t, const uint8_t *key, size_t klen, uint3
     uint8_t aad[AAD_MAX];
     v->cas = cas_next(t->s);
     v->len = (uint32_t)len;
+    if (v->cls < 0) { /* no chunk: nothing to seal */
+        v->off = 0;
+        memset(v->tag, 0, sizeof v->tag);
+        return CL_OK;
+    }
     size_t n = aad_build(aad, key, klen, v->cas, flags);
     return seal_to_untrusted(t->seal, SEAL_DOMAIN_VALUE, v->cas, aad, n, pt, len,
                              arena_ptr(t->s->arena, v->off), v->tag);
@@ -461,35 +513,55 @@ static int do_value_seal(store_thread *t, const uint8_t *key, size_t klen, uint3
 
 /*
  * Points `it` at the sealed value v (stripe held), with record bits
- * `bits` (KV_ITEM_STALE / KV_ITEM_TOKEN_SENT to keep; the others start
- * clear).  A new record (linked == 0) is linked into the index and its
- * LRU; an existing one hands its previous chunk back in *old for the
- * caller to free after unlocking.  Returns 1 if the index wants to grow.
+ * `bits` (KV_ITEM_STALE / KV_ITEM_TOKEN_SENT to keep, KV_ITEM_TOMB for a
+ * tombstone; the others start clear) and version `version`.  v->cls < 0
+ * means no chunk (a tombstone without bytes: on no LRU list).  A new
+ * record (linked == 0) is linked into the index and its LRU; an existing
+ * one hands its previous chunk back in *old for the caller to free after
+ * unlocking.  Returns 1 if the index wants to grow.
  */
 static int do_item_install(store_thread *t, kv_item *it, int linked, const struct sealed *v,
-                           uint32_t flags, int64_t exptime, uint8_t bits, uint32_t now,
-                           struct sealed *old)
+                           uint32_t flags, int64_t exptime, uint8_t bits, uint64_t version,
+                           uint32_t now, struct sealed *old)
 {
     store *s = t->s;
     int grow = 0;
+    int had_chunk = linked && !(it->bits & KV_ITEM_NOCHUNK);
+    int has_chunk = v->cls >= 0;
     old->cls = -1;
     if (linked) {
-        old->cls = it->cls;
-        old->off = it->off;
+        if (had_chunk) {
+            old->cls = it->cls;
+            old->off = it->off;
+        }
+        if (it->bits & KV_ITEM_TOMB)
+            __atomic_sub_fetch(&s->tombs, 1, __ATOMIC_RELAXED);
         bytes_add(t, (int64_t)v->len - (int64_t)it->len);
-        if (it->cls != v->cls) {
+        if (had_chunk && !has_chunk) {
+            lru_unlink(s, it);
+        } else if (!had_chunk && has_chunk) {
+            it->cls = (uint8_t)v->cls;
+            lru_link(s, it, now);
+        } else if (has_chunk && it->cls != v->cls) {
             lru_unlink(s, it);
             it->cls = (uint8_t)v->cls;
             lru_link(s, it, now);
-        } else {
+        } else if (has_chunk) {
             lru_bump(s, it, now);
         }
     } else {
-        it->cls = (uint8_t)v->cls;
         grow = do_kv_index_link(s->index, it);
-        lru_link(s, it, now);
+        if (has_chunk) {
+            it->cls = (uint8_t)v->cls;
+            lru_link(s, it, now);
+        }
         bytes_add(t, v->len);
     }
+    if (!has_chunk)
+        bits |= KV_ITEM_NOCHUNK;
+    if (bits & KV_ITEM_TOMB)
+        __atomic_add_fetch(&s->tombs, 1, __ATOMIC_RELAXED);
+    it->version = version;
     it->off = v->off;
     it->len = v->len;
     it->cas = v->cas;
@@ -655,6 +727,42 @@ static void count_get_miss(store_thread *t, const store_get_opts *opts, enum ite
         COUNT(t, touch_misses);
 }
 
+/* Fills the raw-read view of a record: state bits, and no length for a
+ * record without a chunk. */
+static void meta_fill_raw(const store *s, const kv_item *it, int64_t now, store_meta *m)
+{
+    meta_fill(it, m);
+    enum item_state st = item_state(s, it, now);
+    m->tombstone = st == ITEM_TOMB;
+    m->expired = st == ITEM_EXPIRED || st == ITEM_FLUSHED;
+}
+
+/* store_get with opts->raw: any record, nothing changes (see store.h). */
+static int store_get_raw(store_thread *t, const uint8_t *key, size_t klen,
+                         const store_get_opts *opts, store_sink_fn sink, void *arg,
+                         store_meta *meta)
+{
+    store *s = t->s;
+    uint64_t h = kv_index_hash(s->index, key, klen);
+    kv_index_lock(s->index, h);
+    kv_item *it = do_kv_index_find(s->index, h, key, klen);
+    if (!it) {
+        kv_index_unlock(s->index, h);
+        return CL_ENOTFOUND;
+    }
+    store_meta m;
+    meta_fill_raw(s, it, store_now(), &m);
+    int rc = CL_OK;
+    if (opts->want_value && !(it->bits & KV_ITEM_NOCHUNK)) {
+        uint8_t *dst = sink(arg, &m);
+        rc = dst || m.len == 0 ? do_item_open(t, it, dst) : CL_ENOMEM;
+    }
+    kv_index_unlock(s->index, h);
+    if (meta && (rc == CL_OK || rc == CL_EINTEGRITY))
+        *meta = m;
+    return rc;
+}
+
 int store_get(store_thread *t, const uint8_t *key, size_t klen,
               const store_get_opts *opts, store_sink_fn sink, void *arg,
               store_meta *meta)
@@ -665,6 +773,8 @@ int store_get(store_thread *t, const uint8_t *key, size_t klen,
         opts = &plain_get;
     if (!key_ok(klen))
         return CL_EBADKEY;
+    if (opts->raw)
+        return store_get_raw(t, key, klen, opts, sink, arg, meta);
     COUNT(t, cmd_get);
     if (opts->touch)
         COUNT(t, cmd_touch);
@@ -678,7 +788,7 @@ int store_get(store_thread *t, const uint8_t *key, size_t klen,
         kv_index_lock(s->index, h);
         now = store_now();
         enum item_state why;
-        it = do_item_find_live(t, h, key, klen, now, &why);
+        it = do_item_find_live(t, h, key, klen, now, &why, NULL);
         if (!it && !missed) {
             count_get_miss(t, opts, why);
             missed = 1;
@@ -782,18 +892,36 @@ static int store_put(store_thread *t, uint64_t h, const uint8_t *key, size_t kle
     store *s = t->s;
     if (len > s->max_value)
         return CL_ETOOBIG;
-    struct sealed v, old;
-    int rc = chunk_alloc(t, arena_class_for(s->arena, len), &v);
-    if (rc != CL_OK)
-        return rc;
+    struct sealed v = { .cls = -1 }, old;
+    int rc;
+    int bare = w->tombstone && len == 0; /* a tombstone without bytes takes no chunk */
+    if (!bare) {
+        rc = chunk_alloc(t, arena_class_for(s->arena, len), &v);
+        if (rc != CL_OK)
+            return rc;
+    }
+    if (w->tombstone)
+        bits |= KV_ITEM_TOMB;
+    if (w->xbit)
+        bits |= KV_ITEM_XBIT;
 
     for (int attempt = 0;; attempt++) {
         kv_index_lock(s->index, h);
         int64_t now = store_now();
-        kv_item *it = do_item_find_live(t, h, key, klen, now, NULL);
+        kv_item *kept;
+        kv_item *it = do_item_find_live(t, h, key, klen, now, NULL, &kept);
         int stale;
         rc = write_check(w, it, &stale);
+        if (rc == CL_OK && w->if_newer) {
+            const kv_item *cur = it ? it : kept;
+            if (cur && cur->version >= w->version)
+                rc = CL_EEXISTS;
+        }
         int linked = it != NULL;
+        if (rc == CL_OK && !it && kept) { /* hidden or tombstone: reuse the record */
+            it = kept;
+            linked = 1;
+        }
         if (rc == CL_OK && !it)
             rc = do_record_alloc(t, h, key, klen, &it);
         if (rc == CL_OK) {
@@ -807,7 +935,8 @@ static int store_put(store_thread *t, uint64_t h, const uint8_t *key, size_t kle
                 continue; /* the index was full: an item was freed, try again */
             if (rc == CL_EFULL)
                 COUNT(t, out_of_memory);
-            arena_free(s->arena, v.cls, v.off);
+            if (v.cls >= 0)
+                arena_free(s->arena, v.cls, v.off);
             return rc;
         }
         int64_t exptime = w->exptime;
@@ -815,7 +944,8 @@ static int store_put(store_thread *t, uint64_t h, const uint8_t *key, size_t kle
             exptime = it->exptime;
             bits = KV_ITEM_STALE | (it->bits & KV_ITEM_TOKEN_SENT);
         }
-        int grow = do_item_install(t, it, linked, &v, w->flags, exptime, bits, (uint32_t)now, &old);
+        int grow = do_item_install(t, it, linked, &v, w->flags, exptime, bits, w->version,
+                                   (uint32_t)now, &old);
         kv_index_unlock(s->index, h);
         write_finish(t, &old, grow);
         if (cas_out)
@@ -836,7 +966,7 @@ static int store_concat(store_thread *t, uint64_t h, const uint8_t *key, size_t 
     store *s = t->s;
     for (;;) {
         kv_index_lock(s->index, h);
-        kv_item *it = do_item_find_live(t, h, key, klen, store_now(), NULL);
+        kv_item *it = do_item_find_live(t, h, key, klen, store_now(), NULL, NULL);
         int stale; /* always 0: append/prepend never store stale */
         int rc = write_check(w, it, &stale);
         uint64_t seen_cas = it ? it->cas : 0;
@@ -855,7 +985,7 @@ static int store_concat(store_thread *t, uint64_t h, const uint8_t *key, size_t 
 
         kv_index_lock(s->index, h);
         int64_t now = store_now();
-        it = do_item_find_live(t, h, key, klen, now, NULL);
+        it = do_item_find_live(t, h, key, klen, now, NULL, NULL);
         if (!it || it->cas != seen_cas) { /* changed meanwhile: decide again */
             kv_index_unlock(s->index, h);
             arena_free(s->arena, v.cls, v.off);
@@ -874,7 +1004,8 @@ static int store_concat(store_thread *t, uint64_t h, const uint8_t *key, size_t 
             OPENSSL_cleanse(buf, new_len);
             return rc;
         }
-        int grow = do_item_install(t, it, 1, &v, it->flags, it->exptime, 0, (uint32_t)now, &old);
+        int grow = do_item_install(t, it, 1, &v, it->flags, it->exptime, 0, it->version,
+                                   (uint32_t)now, &old);
         kv_index_unlock(s->index, h);
         OPENSSL_cleanse(buf, new_len);
         write_finish(t, &old, grow);
@@ -894,6 +1025,11 @@ int store_set(store_thread *t, const uint8_t *key, size_t klen,
     if (!w)
         w = &plain_set;
     if ((unsigned)w->mode > STORE_PREPEND)
+        return CL_EINVAL;
+    if ((w->version || w->tombstone || w->if_newer || w->xbit) &&
+        (w->mode != STORE_SET || w->cas || w->stale_if_older))
+        return CL_EINVAL;
+    if ((w->tombstone || w->if_newer) && !w->version)
         return CL_EINVAL;
     COUNT(t, cmd_set);
     uint64_t h = kv_index_hash(t->s->index, key, klen);
@@ -918,7 +1054,7 @@ int store_delete(store_thread *t, const uint8_t *key, size_t klen, uint64_t cas)
         return CL_EBADKEY;
     uint64_t h = kv_index_hash(s->index, key, klen);
     kv_index_lock(s->index, h);
-    kv_item *it = do_item_find_live(t, h, key, klen, store_now(), NULL);
+    kv_item *it = do_item_find_live(t, h, key, klen, store_now(), NULL, NULL);
     int rc = !it ? CL_ENOTFOUND : cas && it->cas != cas ? CL_EEXISTS : CL_OK;
     if (rc == CL_OK)
         do_item_free(t, it, 0);
@@ -972,7 +1108,7 @@ int store_invalidate(store_thread *t, const uint8_t *key, size_t klen, uint64_t 
         return CL_EBADKEY;
     uint64_t h = kv_index_hash(s->index, key, klen);
     kv_index_lock(s->index, h);
-    kv_item *it = do_item_find_live(t, h, key, klen, store_now(), NULL);
+    kv_item *it = do_item_find_live(t, h, key, klen, store_now(), NULL, NULL);
     int rc = !it ? CL_ENOTFOUND : cas && it->cas != cas ? CL_EEXISTS : do_item_reseal(t, it);
     if (rc == CL_OK) {
         if (touch)
@@ -996,7 +1132,7 @@ int store_touch(store_thread *t, const uint8_t *key, size_t klen, int64_t exptim
     uint64_t h = kv_index_hash(s->index, key, klen);
     kv_index_lock(s->index, h);
     int64_t now = store_now();
-    kv_item *it = do_item_find_live(t, h, key, klen, now, NULL);
+    kv_item *it = do_item_find_live(t, h, key, klen, now, NULL, NULL);
     if (it) {
         it->exptime = exptime;
         it->bits |= KV_ITEM_FETCHED; /* as memcached: a touch is a use */
@@ -1062,7 +1198,8 @@ int store_arith(store_thread *t, const uint8_t *key, size_t klen,
     for (int attempt = 0;; attempt++) {
         kv_index_lock(s->index, h);
         int64_t now = store_now();
-        kv_item *it = do_item_find_live(t, h, key, klen, now, NULL);
+        kv_item *kept;
+        kv_item *it = do_item_find_live(t, h, key, klen, now, NULL, &kept);
         int linked = it != NULL, hit = 0;
         rc = CL_OK;
         uint64_t result = 0;
@@ -1070,7 +1207,12 @@ int store_arith(store_thread *t, const uint8_t *key, size_t klen,
         int64_t exptime = 0;
         uint8_t bits = 0;
         if (!it) {
-            rc = a->vivify ? do_record_alloc(t, h, key, klen, &it) : CL_ENOTFOUND;
+            if (a->vivify && kept) { /* a hidden versioned record: reuse it */
+                it = kept;
+                linked = 1;
+            } else {
+                rc = a->vivify ? do_record_alloc(t, h, key, klen, &it) : CL_ENOTFOUND;
+            }
             result = a->initial;
             exptime = a->exptime;
         } else if (a->cas && it->cas != a->cas) {
@@ -1108,7 +1250,8 @@ int store_arith(store_thread *t, const uint8_t *key, size_t klen,
                 a->incr ? COUNT(t, incr_misses) : COUNT(t, decr_misses);
             return rc;
         }
-        int grow = do_item_install(t, it, linked, &v, flags, exptime, bits, (uint32_t)now, &old);
+        int grow = do_item_install(t, it, linked, &v, flags, exptime, bits, it->version,
+                                   (uint32_t)now, &old);
         store_meta m;
         meta_fill(it, &m);
         kv_index_unlock(s->index, h);
@@ -1150,6 +1293,48 @@ void store_flush(store *s, int64_t when)
     pthread_mutex_unlock(&s->flush_lock);
 }
 
+/* ---- enumeration ------------------------------------------------------------- */
+
+struct store_scan_item {
+    store_thread *t;
+    kv_item *it;
+};
+
+struct scan_ctx {
+    store_thread *t;
+    store_scan_fn fn;
+    void *arg;
+    int64_t now;
+    size_t seen;
+};
+
+static void scan_one(void *arg, kv_item *it)
+{
+    struct scan_ctx *c = arg;
+    store_meta m;
+    meta_fill_raw(c->t->s, it, c->now, &m);
+    struct store_scan_item si = { c->t, it };
+    c->fn(c->arg, it->key, it->klen, &m, &si);
+    c->seen++;
+}
+
+int store_scan_value(store_scan_item *si, uint8_t *dst)
+{
+    if (si->it->bits & KV_ITEM_NOCHUNK)
+        return CL_OK;
+    return do_item_open(si->t, si->it, dst);
+}
+
+int store_scan(store_thread *t, uint64_t *cursor, size_t max_items,
+               store_scan_fn fn, void *arg)
+{
+    struct scan_ctx c = { t, fn, arg, store_now(), 0 };
+    do {
+        *cursor = kv_index_scan(t->s->index, *cursor, scan_one, &c);
+    } while (*cursor != 0 && c.seen < max_items);
+    return *cursor != 0;
+}
+
 /* ---- statistics -------------------------------------------------------------- */
 
 void store_get_stats(store *s, store_stats *out)
@@ -1171,7 +1356,10 @@ void store_get_stats(store *s, store_stats *out)
     pthread_mutex_unlock(&s->threads_lock);
 
     out->cmd_flush = __atomic_load_n(&s->cmd_flush, __ATOMIC_RELAXED);
-    out->curr_items = kv_index_count(s->index);
+    uint64_t tombs = __atomic_load_n(&s->tombs, __ATOMIC_RELAXED);
+    uint64_t records = kv_index_count(s->index);
+    out->tombstones = tombs;
+    out->curr_items = records > tombs ? records - tombs : 0;
     out->bytes = bytes > 0 ? (uint64_t)bytes : 0;
     out->trusted_bytes = kv_index_trusted_bytes(s->index) + arena_trusted_bytes(s->arena) +
                          sizeof *s + thread_trusted;

@@ -35,6 +35,26 @@
  * prepend), except a stale_if_older store, which marks the new value
  * stale and keeps the token; touches and incr/decr keep them (as
  * memcached's in-place incr does).
+ *
+ * Replication (repl/) adds three things, all unused by a single node:
+ *   - a *version* per item (u64 trusted metadata, 0 = none), set by
+ *     store_set (store_write.version) and reported in store_meta;
+ *   - *tombstones*: items that only remember a deletion's version (and
+ *     the replication layer's few bytes of metadata as their value).
+ *     Every ordinary read, write condition, delete, touch and incr
+ *     treats a tombstone as absent; only raw reads and scans see it; it
+ *     is counted in store_stats.tombstones, not in curr_items;
+ *   - versioned items are never forgotten: expiry and flush_all hide
+ *     them like any item, but the record (and its version) stays until
+ *     it is overwritten; when memory runs short an expired versioned
+ *     item gives its arena chunk back and becomes a tombstone without
+ *     bytes.  (So a replica never loses a version and an old write can
+ *     never come back.)  Eviction (evict_lru) is not for replicated
+ *     stores.
+ *   - store_scan(): a resumable enumeration of every record, safe
+ *     concurrently with writes (recovery, anti-entropy).
+ * A replicated store is written only through store_set with a version
+ * (incr/append/touch/invalidate keep an item's version as it is).
  */
 #ifndef CLOISTER_STORE_STORE_H
 #define CLOISTER_STORE_STORE_H
@@ -68,6 +88,10 @@ typedef struct store_meta {
     int stale;            /* 1: invalidated; the value needs recaching (meta X) */
     int token_sent;       /* 1: the recache token was handed out before this access (meta Z) */
     int won;              /* 1: this access was handed the recache token (meta W) */
+    uint64_t version;     /* replication version; 0 = none */
+    int tombstone;        /* raw reads and scans only: a tombstone */
+    int expired;          /* raw reads and scans only: expired or flushed (hidden) */
+    int xbit;             /* the replication layer's bit (store_write.xbit) */
 } store_meta;
 
 /*
@@ -108,6 +132,11 @@ typedef struct store_get_opts {
     int vivify;           /* 1: on a miss, create an empty item (flags 0, exptime
                              vivify_exptime) and win its token (mg N) */
     int64_t vivify_exptime; /* absolute, for vivify; a touch overrides it */
+    /* Replication: also find tombstones and expired/flushed versioned
+     * items (meta->tombstone, meta->expired tell which); nothing about
+     * the item changes (no touch, bump, token or statistics; the other
+     * options are ignored), and on CL_EINTEGRITY *meta is filled too. */
+    int raw;
 } store_get_opts;
 
 /*
@@ -126,7 +155,8 @@ typedef uint8_t *(*store_sink_fn)(void *arg, const store_meta *m);
  * CL_ENOTFOUND (absent, expired or flushed), CL_EINTEGRITY (the sealed
  * value failed authentication: counted, logged once per key), CL_ENOMEM
  * (sink returned NULL), CL_EBADKEY, and with vivify CL_EFULL (no room for
- * the new item).  opts may be NULL (value, no touch).  The token is won,
+ * the new item).  A raw read returns CL_ENOTFOUND only when no record
+ * exists; a tombstone without bytes has len 0 and the sink is not called.  opts may be NULL (value, no touch).  The token is won,
  * and the touch applied, only when CL_OK is returned.  A vivified item
  * counts as a miss in the statistics.
  */
@@ -152,13 +182,22 @@ typedef struct store_write {
     int stale_if_older;  /* with cas, set/replace only: a cas older (smaller) than the
                             item's still stores, but the new item is stale and keeps
                             the old exptime and token state (meta ms I) */
+    /* Replication (mode STORE_SET only; all zero for a single node): */
+    uint64_t version;    /* the item's new version; 0 = none */
+    int tombstone;       /* 1: store a tombstone (val: its metadata bytes, may be empty) */
+    int if_newer;        /* 1: store only if version > the version of the key's record
+                            (live, hidden or tombstone; absent = 0), else CL_EEXISTS */
+    int xbit;            /* one bit the store keeps for the replication layer with the
+                            version (its meaning is repl's: the value starts with a
+                            header); reported in store_meta.xbit */
 } store_write;
 
 /*
  * Stores len bytes of val under key.  Returns CL_OK (and the new CAS id in
  * *cas_out if non-NULL), CL_ENOTSTORED (add: present; replace/append/
  * prepend: absent), CL_EEXISTS (cas given and the item's differs),
- * CL_ENOTFOUND (cas given and the item is absent), CL_ETOOBIG (len, or
+ * CL_ENOTFOUND (cas given and the item is absent), CL_EEXISTS (if_newer and
+ * the record is not older), CL_ETOOBIG (len, or
  * the appended result, exceeds max_value), CL_EFULL (no room and no
  * eviction), CL_EINTEGRITY (append/prepend to a value that fails
  * authentication), CL_EBADKEY.  On any failure the previous item is left
@@ -218,10 +257,41 @@ int store_arith(store_thread *t, const uint8_t *key, size_t klen,
  */
 void store_flush(store *s, int64_t when);
 
+/* ---- enumeration (replication) ------------------------------------------ */
+
+/* A record met by store_scan; valid only during the callback. */
+typedef struct store_scan_item store_scan_item;
+
+/*
+ * Called once per record by store_scan with the record's stripe held:
+ * it must not call into the store except store_scan_value, and must be
+ * quick (other threads wait on the stripe).  m->tombstone / m->expired
+ * say what the record is (m->version 0: not replicated).
+ */
+typedef void (*store_scan_fn)(void *arg, const uint8_t *key, size_t klen,
+                              const store_meta *m, store_scan_item *it);
+
+/* From a scan callback: opens the record's value into dst (m->len
+ * bytes).  CL_OK, CL_EINTEGRITY (dst zeroed; counted), CL_ECRYPTO. */
+int store_scan_value(store_scan_item *it, uint8_t *dst) __attribute__((warn_unused_result));
+
+/*
+ * Resumable enumeration of every record (live, hidden and tombstones).
+ * *cursor = 0 starts a scan; each call visits buckets until about
+ * max_items records were reported (at least one bucket), updates *cursor
+ * and returns 1 while more remain, 0 when the scan is complete.  Safe
+ * concurrently with every other operation: a record present for the
+ * whole scan is reported at least once (possibly twice, if the index
+ * grows); records written meanwhile may or may not be.
+ */
+int store_scan(store_thread *t, uint64_t *cursor, size_t max_items,
+               store_scan_fn fn, void *arg);
+
 /* ---- statistics ----------------------------------------------------------- */
 
 typedef struct store_stats {
-    uint64_t curr_items, total_items;
+    uint64_t curr_items, total_items;   /* curr_items: records that are not tombstones */
+    uint64_t tombstones;                /* records that remember a deletion (replication) */
     uint64_t bytes;              /* sum of value lengths (plaintext) */
     uint64_t trusted_bytes;      /* trusted memory in use: index + item metadata */
     uint64_t trusted_limit;      /* index_bytes */
