@@ -26,6 +26,7 @@
  */
 #include "cli.h"
 
+#include "../client/mc.h"
 #include "../common/err.h"
 
 #include <errno.h>
@@ -624,25 +625,110 @@ int cmd_node(const cli_opts *o)
     return save_cluster(&c) == 0 ? CLI_OK : CLI_FAIL;
 }
 
+/* What a node says about itself (memcached `stats`, the repl_* lines). */
+typedef struct node_report {
+    int answered;
+    char state[16];            /* ready / recovering */
+    long peers_up;
+    unsigned long long epoch, items, msgs_in, msgs_out;
+    char err[256];
+} node_report;
+
+static void take_stat(void *arg, const char *name, const char *value)
+{
+    node_report *r = arg;
+    if (strcmp(name, "repl_state") == 0)
+        snprintf(r->state, sizeof r->state, "%s", value);
+    else if (strcmp(name, "repl_peers_up") == 0)
+        r->peers_up = strtol(value, NULL, 10);
+    else if (strcmp(name, "repl_epoch") == 0)
+        r->epoch = strtoull(value, NULL, 10);
+    else if (strcmp(name, "curr_items") == 0)
+        r->items = strtoull(value, NULL, 10);
+    else if (strcmp(name, "repl_msgs_in") == 0)
+        r->msgs_in = strtoull(value, NULL, 10);
+    else if (strcmp(name, "repl_msgs_out") == 0)
+        r->msgs_out = strtoull(value, NULL, 10);
+}
+
+static void ask_node(const up_cluster *c, const up_node *nd, node_report *r)
+{
+    char ca[PATH_MAX + 16], cert[PATH_MAX + 16], key[PATH_MAX + 16];
+    snprintf(ca, sizeof ca, "%s/ca.pem", c->dir);
+    snprintf(cert, sizeof cert, "%s/client.pem", c->dir);
+    snprintf(key, sizeof key, "%s/client.key", c->dir);
+    client_tls tls = {.ca_file = ca, .cert_file = cert, .key_file = key};
+    client_conn *conn;
+    memset(r, 0, sizeof *r);
+    snprintf(r->state, sizeof r->state, "?");
+    if (client_conn_open(nd->memcached, &tls, 2000, &conn, r->err, sizeof r->err) != CL_OK)
+        return;
+    client_conn_set_timeout(conn, 2000);
+    r->answered = client_mc_stats(conn, take_stat, r, r->err, sizeof r->err) == CL_OK;
+    client_conn_close(conn);
+}
+
 int cmd_status(const cli_opts *o)
 {
     up_cluster c;
     if (load_cluster(o->dir ? o->dir : "cloister-cluster", &c) != 0)
         return CLI_FAIL;
-    printf("cluster %s: %d node%s, %s consistency\nmeasurement %s\n", c.dir, c.n,
-           c.n == 1 ? "" : "s", c.consistency, c.measurement);
-    printf("coordinator  %-21s %s\n", c.coordinator,
-           pid_alive(c.coordinator_pid, c.cloisterd) ? "running" : "stopped");
-    printf("%-4s %-8s %-21s %-21s %-21s %s\n", "id", "pid", "memcached", "http", "peer", "state");
-    int up = 0;
+    node_report rep[UP_MAX_NODES];
+    int up = 0, ready = 0;
+    for (int i = 0; i < c.n; i++) {
+        memset(&rep[i], 0, sizeof rep[i]);
+        if (pid_alive(c.nodes[i].pid, c.cloisterd)) {
+            up++;
+            ask_node(&c, &c.nodes[i], &rep[i]);
+            ready += rep[i].answered && strcmp(rep[i].state, "ready") == 0;
+        }
+    }
+    int coord_up = pid_alive(c.coordinator_pid, c.cloisterd);
+    if (o->json) {
+        json_t *nodes = json_array();
+        for (int i = 0; i < c.n; i++) {
+            const up_node *nd = &c.nodes[i];
+            int alive = pid_alive(nd->pid, c.cloisterd);
+            json_t *j = json_pack("{s:i, s:I, s:s, s:s, s:s, s:b}", "id", nd->id, "pid",
+                                  (json_int_t)(alive ? nd->pid : 0), "memcached", nd->memcached,
+                                  "http", nd->http, "peer", nd->peer, "running", alive);
+            if (rep[i].answered) {
+                json_object_set_new(j, "state", json_string(rep[i].state));
+                json_object_set_new(j, "epoch", json_integer((json_int_t)rep[i].epoch));
+                json_object_set_new(j, "peers_up", json_integer(rep[i].peers_up));
+                json_object_set_new(j, "items", json_integer((json_int_t)rep[i].items));
+            }
+            json_array_append_new(nodes, j);
+        }
+        json_t *out = json_pack("{s:s, s:s, s:s, s:{s:s, s:b}, s:o}", "dir", c.dir, "consistency",
+                                c.consistency, "measurement", c.measurement, "coordinator",
+                                "address", c.coordinator, "running", coord_up, "nodes", nodes);
+        char *text = out ? json_dumps(out, JSON_INDENT(2)) : NULL;
+        if (text)
+            printf("%s\n", text);
+        free(text);
+        json_decref(out);
+        return text ? CLI_OK : CLI_FAIL;
+    }
+    printf("cluster %s: %d node%s, %s consistency\nmeasurement %s (SHA-256 of %s)\n", c.dir,
+           c.n, c.n == 1 ? "" : "s", c.consistency, c.measurement, c.cloisterd);
+    printf("coordinator %s, %s\n", c.coordinator, coord_up ? "running" : "stopped");
+    printf("%-3s %-8s %-21s %-21s %-11s %-6s %-6s %s\n", "id", "pid", "memcached", "peer",
+           "state", "epoch", "peers", "items");
     for (int i = 0; i < c.n; i++) {
         const up_node *nd = &c.nodes[i];
+        const node_report *r = &rep[i];
         int alive = pid_alive(nd->pid, c.cloisterd);
-        up += alive;
-        printf("%-4d %-8ld %-21s %-21s %-21s %s\n", nd->id, alive ? nd->pid : 0L, nd->memcached,
-               nd->http, nd->peer, alive ? "running" : "stopped");
+        if (!alive)
+            printf("%-3d %-8s %-21s %-21s %s\n", nd->id, "-", nd->memcached, nd->peer, "stopped");
+        else if (!r->answered)
+            printf("%-3d %-8ld %-21s %-21s %-11s (%s)\n", nd->id, nd->pid, nd->memcached,
+                   nd->peer, "no answer", r->err);
+        else
+            printf("%-3d %-8ld %-21s %-21s %-11s %-6llu %ld/%-4d %llu\n", nd->id, nd->pid,
+                   nd->memcached, nd->peer, r->state, r->epoch, r->peers_up, c.n - 1, r->items);
     }
-    printf("%d of %d nodes running; a majority (%d) is needed for strong operations\n", up, c.n,
-           c.n / 2 + 1);
+    printf("%d of %d nodes running, %d ready (serving as replicas); strong operations need "
+           "%d\n", up, c.n, ready, c.n / 2 + 1);
     return CLI_OK;
 }

@@ -201,3 +201,25 @@ int client_mc_delete(client_conn *c, const char *key, char *err, size_t errlen)
     cl_buf_fini(&r.in, 0);
     return rc;
 }
+
+int client_mc_stats(client_conn *c, client_mc_stat_fn fn, void *arg, char *err, size_t errlen)
+{
+    mc_reader r = { .c = c, .err = err, .errlen = errlen };
+    char *line;
+    int rc = mc_exchange(&r, "stats\r\n", NULL, 0, &line);
+    while (rc == CL_OK && strcmp(line, "END") != 0) {
+        /* STAT <name> <value> */
+        char *name = strncmp(line, "STAT ", 5) == 0 ? line + 5 : NULL;
+        char *sp = name ? strchr(name, ' ') : NULL;
+        if (!sp) {
+            rc = client_fail(CL_EPROTO, err, errlen, "malformed stats line from %s: %.80s",
+                             client_conn_addr(c), line);
+            break;
+        }
+        *sp = '\0';
+        fn(arg, name, sp + 1);
+        rc = mc_line(&r, &line);
+    }
+    cl_buf_fini(&r.in, 1);
+    return rc;
+}

@@ -30,4 +30,9 @@ int client_mc_set(client_conn *c, const char *key, const uint8_t *val, size_t le
 /* delete: CL_OK, CL_ENOTFOUND, CL_EINVAL, CL_EPROTO, ... */
 int client_mc_delete(client_conn *c, const char *key, char *err, size_t errlen);
 
+/* stats: calls fn(arg, name, value) for every STAT line.  CL_OK, CL_EPROTO,
+ * CL_EIO/CL_ETLS/... */
+typedef void (*client_mc_stat_fn)(void *arg, const char *name, const char *value);
+int client_mc_stats(client_conn *c, client_mc_stat_fn fn, void *arg, char *err, size_t errlen);
+
 #endif

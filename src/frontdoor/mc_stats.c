@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "../repl/repl.h"
 
 static void stat_str(mc_req *r, const char *name, const char *v)
 {
@@ -113,6 +114,33 @@ static void mc_stats_general(mc_req *r)
     stat_u64(r, "out_of_memory", st.out_of_memory);
     stat_u64(r, "client_errors", load(&ctx->counters.client_errors));
     stat_u64(r, "tls", ctx->tls ? 1 : 0);
+    if (ctx->repl) {
+        repl_stats rs;
+        repl_get_stats(ctx->repl, &rs);
+        stat_u64(r, "repl_node_id", (uint64_t)rs.self);
+        stat_u64(r, "repl_nodes", (uint64_t)rs.n);
+        stat_u64(r, "repl_epoch", rs.epoch);
+        stat_str(r, "repl_state", rs.ready ? "ready" : "recovering");
+        stat_u64(r, "repl_peers_up", (uint64_t)rs.peers_up);
+        stat_u64(r, "repl_gets", rs.gets);
+        stat_u64(r, "repl_gets_one_round", rs.gets_one_round);
+        stat_u64(r, "repl_writebacks", rs.writebacks);
+        stat_u64(r, "repl_puts", rs.puts);
+        stat_u64(r, "repl_rmws", rs.rmws);
+        stat_u64(r, "repl_rmw_retries", rs.rmw_retries);
+        stat_u64(r, "repl_nacks", rs.nacks);
+        stat_u64(r, "repl_timeouts", rs.timeouts);
+        stat_u64(r, "repl_repairs", rs.repairs);
+        stat_u64(r, "repl_integrity_failures", rs.integrity_failures);
+        stat_u64(r, "repl_pushed", rs.pushed);
+        stat_u64(r, "repl_applied_remote", rs.applied_remote);
+        stat_u64(r, "repl_antientropy_pulled", rs.antientropy_pulled);
+        stat_u64(r, "repl_lock_grants", rs.lock_grants);
+        stat_u64(r, "repl_replayed_dropped", rs.replayed_dropped);
+        stat_u64(r, "repl_recovered_records", rs.recovered_records);
+        stat_u64(r, "repl_msgs_in", rs.msgs_in);
+        stat_u64(r, "repl_msgs_out", rs.msgs_out);
+    }
 }
 
 static void mc_stats_settings(mc_req *r)

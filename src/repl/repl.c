@@ -888,6 +888,9 @@ void repl_get_stats(repl *r, repl_stats *out)
         dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
     out->ready = __atomic_load_n(&r->ready, __ATOMIC_RELAXED);
     out->peers_up = __atomic_load_n(&r->stats.peers_up, __ATOMIC_RELAXED);
+    out->self = r->self;
+    out->n = r->n;
+    out->epoch = r->epoch;
 }
 
 /* ---- blocking helpers ---------------------------------------------------------------- */

@@ -284,6 +284,8 @@ typedef struct repl_stats {
     uint64_t recovered_records;  /* records copied while RECOVERING */
     int ready;                   /* 0 while RECOVERING */
     int peers_up;
+    int self, n;                 /* this node's id, the cluster size */
+    uint64_t epoch;              /* this incarnation */
 } repl_stats;
 void repl_get_stats(repl *r, repl_stats *out);   /* any thread */
 
