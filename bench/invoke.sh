@@ -5,8 +5,9 @@
 #
 # 1. Latency in process: BUILD_DIR/bench/invoke_bench (bench/invoke/
 #    invoke_bench.c) links the runtime and times warm calls, instances
-#    restored from the memory template, rt_sandbox_call, rt_invoke_wait,
-#    and deploy + first call with a fresh state dir vs a cached one.
+#    restored from the memory template, rt_sandbox_call, rt_invoke_wait
+#    (from main: on an executor; from a pthread: inline), and deploy +
+#    first call with a fresh state dir vs a cached one.
 # 2. Memory: the same tool makes INVOKE_INSTANCES (1000) instances of 10
 #    modules (hello and 9 variants of examples/hello.c, built here with
 #    clang-14 --target=wasm32-wasi: different bytes, so different code and
@@ -183,6 +184,7 @@ lat("create", "new instance from template (new slot)")
 lat("create_call", "new instance from template + first call", 100)
 lat("sandbox_call", "rt_sandbox_call (idle instance, call, restore)")
 lat("invoke_wait", "rt_invoke_wait (executor thread)")
+lat("invoke_inline", "rt_invoke_wait inline (caller's thread)")
 lat("deploy_fresh", "deploy + first call, fresh state (wasm2c+cc)")
 lat("deploy_cached", "deploy + first call, cached code")
 lat("first_call_after_fresh_deploy", "first call after a fresh deploy")

@@ -19,7 +19,9 @@
  *                     (during the memory test: no idle instance to reuse)
  *   sandbox_call      rt_sandbox_call: what an invocation runs (an idle
  *                     pristine instance, call, restore)
- *   invoke_wait       rt_invoke_wait through the executor threads
+ *   invoke_wait       rt_invoke_wait from main: through the executor threads
+ *   invoke_inline     rt_invoke_wait from a pthread, which runs hello
+ *                     inline once it has passed probation (runtime.h)
  *   deploy_fresh / deploy_cached  rt_deploy + first rt_invoke_wait, with a
  *                     fresh state dir (wasm2c + cc) / with a warm cache
  *   idle_instance_rss RSS and PSS growth per instance for 1,000 instances
@@ -357,11 +359,44 @@ static void *sandbox_thread(void *arg)
 
 /* ---- runtime part (main thread) ----------------------------------------------- */
 
+/* rt_invoke_wait timings on a pthread of its own (inline runs). */
+typedef struct inline_task {
+    rt *r;
+    uint64_t *times;
+    int n;
+    int ret;
+} inline_task;
+
+static void *inline_thread(void *arg)
+{
+    inline_task *t = arg;
+    cl_buf out;
+    rt_result res;
+    cl_buf_init(&out);
+    t->ret = 0;
+    for (int i = 0; i < 100 + t->n; i++) {
+        cl_buf_truncate(&out, 0);
+        uint64_t s = now_ns();
+        int rc = rt_invoke_wait(t->r, "bench", "hello", (const uint8_t *)"Ada", 3, &out, &res);
+        uint64_t dt = now_ns() - s;
+        if (check(rc, &res, &out, "inline invoke") != 0) {
+            t->ret = -1;
+            break;
+        }
+        if (i >= 100)
+            t->times[i - 100] = dt;
+    }
+    cl_buf_fini(&out, 0);
+    return NULL;
+}
+
 /* Deploys hello in a new runtime with state directory `dir` and invokes
  * it once; *deploy_ns and *first_ns get the times.  rt_invoke_wait
- * timings for `ninv` more calls go to inv (may be NULL). */
+ * timings for `ninv` more calls from main go to inv and from a pthread
+ * to inl (both NULL or neither). */
 static int deploy_once(const char *dir, const uint8_t *mod, size_t len, int want_cached,
-                       uint64_t *deploy_ns, uint64_t *first_ns, uint64_t *inv, int ninv)
+                       uint64_t *deploy_ns, uint64_t *first_ns, uint64_t *inv, uint64_t *inl,
+                       int ninv)
 {
     int ret = -1, rc;
     store *st = NULL;
@@ -402,6 +437,20 @@ static int deploy_once(const char *dir, const uint8_t *mod, size_t len, int want
         if (i >= 100)
             inv[i - 100] = dt;
     }
+    if (inl) {
+        inline_task t = { .r = r, .times = inl, .n = ninv, .ret = -1 };
+        pthread_t th;
+        if (pthread_create(&th, NULL, inline_thread, &t) != 0)
+            goto done;
+        pthread_join(th, NULL);
+        if (t.ret != 0)
+            goto done;
+        rt_metrics m;
+        rt_get_metrics(r, &m);
+        if (m.inline_invocations < (uint64_t)ninv)
+            fprintf(stderr, "invoke_bench: only %llu of %d+100 calls on the pthread ran inline\n",
+                    (unsigned long long)m.inline_invocations, ninv);
+    }
     ret = 0;
     goto done;
 fail:
@@ -423,22 +472,22 @@ static int runtime_part(void)
     size_t len;
     int ret = -1, nd = deploys;
     uint64_t *dep = calloc((size_t)nd * 3, sizeof *dep), *first = calloc((size_t)nd * 3, sizeof *first);
-    uint64_t *inv = calloc((size_t)iters, sizeof *inv);
+    uint64_t *inv = calloc((size_t)iters, sizeof *inv), *inl = calloc((size_t)iters, sizeof *inl);
     char dir[4096];
 
-    if (!dep || !first || !inv || read_file(hello_path, &mod, &len) != 0)
+    if (!dep || !first || !inv || !inl || read_file(hello_path, &mod, &len) != 0)
         goto done;
     /* fresh: a new state dir each time (wasm2c + cc) */
     for (int i = 0; i < nd; i++) {
         snprintf(dir, sizeof dir, "%s/fresh-%d", state_dir, i);
-        if (deploy_once(dir, mod, len, 0, &dep[i], &first[i], NULL, 0) != 0)
+        if (deploy_once(dir, mod, len, 0, &dep[i], &first[i], NULL, NULL, 0) != 0)
             goto done;
     }
     /* cached: the state dir of the first fresh deploy, a new runtime each time */
     snprintf(dir, sizeof dir, "%s/fresh-0", state_dir);
     for (int i = 0; i < nd * 2; i++)
         if (deploy_once(dir, mod, len, 1, &dep[nd + i], &first[nd + i], i == 0 ? inv : NULL,
-                        iters) != 0)
+                        i == 0 ? inl : NULL, iters) != 0)
             goto done;
     uint64_t both[64];
     int m = 0;
@@ -452,12 +501,14 @@ static int runtime_part(void)
     report("deploy_cached", both, m);
     report("first_call_after_cached_deploy", first + nd, nd * 2);
     report("invoke_wait", inv, iters);
+    report("invoke_inline", inl, iters);
     ret = 0;
 done:
     free(mod);
     free(dep);
     free(first);
     free(inv);
+    free(inl);
     return ret;
 }
 

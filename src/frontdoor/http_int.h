@@ -6,8 +6,9 @@
  *   http.c          parsing (http_parser callbacks), sessions, the
  *                   net_proto vtable, response framing
  *   http_routes.c   the route table and the handlers
- *   http_job.c      work that outlives a process() call: invocations
- *                   (runtime executors) and deploys (a thread each)
+ *   http_job.c      work that may outlive a process() call: invocations
+ *                   (runtime executors, or inline on the worker) and
+ *                   deploys (a thread each)
  *   http_metrics.c  GET /metrics
  *   http_rt.c       http_rt_ops: the real runtime
  *

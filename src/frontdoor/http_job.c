@@ -1,12 +1,16 @@
 /*
- * http_job.c - the gateway's work that outlives one process() call:
- * invocations (run by the runtime's executor threads) and deploys (run on
+ * http_job.c - the gateway's work that may outlive one process() call:
+ * invocations (run by the runtime's executor threads, or -- short
+ * WebAssembly functions -- by the runtime inline on this worker thread,
+ * completing before rt_invoke returns, so the answer goes out in the same
+ * process() call without suspending the connection) and deploys (run on
  * a thread of their own, because rt_deploy blocks for seconds while it
  * compiles).
  *
  * A job is the one gateway object that two threads share: the session's
  * worker thread and the thread completing the work (an executor running
- * the done callback, or the deploy thread).  Rules:
+ * the done callback, or the deploy thread; for an inline invocation the
+ * worker itself).  Rules:
  *   - refs counts its holders: the session (until it ends or moves on to
  *     a new job) and the work in flight (until its completion has run).
  *     The last unref frees it, on whichever thread that is.

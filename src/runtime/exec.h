@@ -1,12 +1,14 @@
 /*
  * exec.h - the executor pool: the threads that run function invocations.
  *
- * Invocations never run on a network worker: the runtime (rt.c) queues
- * each one as an rt_job and one of N executor threads runs it.  Every
- * executor thread has state of its own, built on that thread by the
- * owner's thread_init before the pool accepts work (rt.c: a store_thread
- * and a sandbox, whose signal stack and instance slot are per thread), so
- * a job touches nothing another executor uses at the same time.
+ * The runtime (rt.c) queues an invocation as an rt_job and one of N
+ * executor threads runs it -- except short WebAssembly invocations, which
+ * rt.c runs inline on the calling network worker ("Inline invocations"
+ * there) and which never come here.  Every executor thread has state of
+ * its own, built on that thread by the owner's thread_init before the
+ * pool accepts work (rt.c: a store_thread and a sandbox, whose signal
+ * stack and instance slot are per thread), so a job touches nothing
+ * another executor uses at the same time.
  *
  * The queue is bounded: when queue_max jobs are already waiting,
  * rt_exec_submit refuses with CL_EAGAIN (the gateway answers 503) rather

@@ -18,18 +18,56 @@
  *      that hold it and is released with the last of them.
  *
  * Invoke: look up (one shared-lock moment in the registry and a
- * reference), copy the input into the job, queue it to the executor pool
- * (exec.c).  On an executor thread: build the rt_call (tenant namespace,
- * store thread, locks, owner id, deadline, log, output, limits), run it
- * in the thread's sandbox (or on a native worker), always end it with
- * rt_host_call_end (flushes the guest's last log line, releases every
- * lock it still holds), count, and call `done`.
+ * reference), then either run it inline on the calling thread (below) or
+ * copy the input into a job and queue it to the executor pool (exec.c).
+ * Either way: build the rt_call (tenant namespace, store thread, locks,
+ * owner id, deadline, log, output, limits), run it in the thread's
+ * sandbox (or on a native worker), always end it with rt_host_call_end
+ * (flushes the guest's last log line, releases every lock it still
+ * holds), count, and call `done`.
+ *
+ * Inline invocations.  Handing an invocation to an executor and its
+ * completion back costs two thread wake-ups, more than running a short
+ * function (hello: ~10 us).  So a WebAssembly invocation runs on the
+ * thread that called rt_invoke (the gateway's network worker) when
+ *   - that thread can host a sandbox (a pthread; not main, not an
+ *     executor) and hosts no other runtime's inline state;
+ *   - the module imports nothing that waits (waiting_imports[]: lock
+ *     waits, WASI sleeps), since a wait would hold every connection of
+ *     that network worker;
+ *   - its version is on probation no more: INLINE_PROBATION executor runs
+ *     in a row of at most INLINE_MAX_NS wall time each (a longer one
+ *     restarts the count), so a function that is always slow never runs
+ *     inline;
+ *   - and is not backing off: an inline run that used more than
+ *     INLINE_MAX_NS of the thread's CPU time (CPU, so being preempted does
+ *     not count) puts its version back on probation and keeps it off
+ *     inline runs for INLINE_BACKOFF times that CPU time.
+ * So, beyond its first millisecond, an inline run holds its network
+ * worker (and every connection on it) at most 1/(INLINE_BACKOFF + 1) of
+ * the time per version, however its code behaves; a runaway loop holds it
+ * until the time-out, as it would hold an executor, and keeps the version
+ * off for 16 time-outs.  The back-off is by time, not by count, because
+ * this CPU time is noisy: on the shared 2-vCPU development VM, ~1 run in
+ * 10,000 of hello (~10 us) measures 1-10 ms (the kernel waiting on the
+ * other vCPU, most likely for TLB shoot-downs), which must cost little
+ * (a few ms of executor runs), while a function that is slow for real
+ * must not return every few requests.  Native functions always go to the
+ * executors.  Limits, traps, time-outs and slot isolation are the
+ * sandbox's (sandbox.h) and identical on every thread.  A thread's
+ * inline state (an rt_worker: store thread, sandbox, rt_call) is made on
+ * its first inline invocation and freed by a pthread key destructor when
+ * the thread exits; inline_mu (process-wide: the state can outlive its
+ * runtime) guards each state's runtime link and every runtime's list of
+ * them.  Retired code's idle instances leave an inline sandbox at its
+ * next invocation (retire_gen) or right after the run that used them.
  *
  * Threads and locks: admin_mu serialises the commit of deploys and
  * removals (and guards admin_st, the store thread they use); it is held
  * while writing to the store and taking the registry's lock, never while
  * compiling or running guest code.  Lock order: admin_mu -> registry lock
- * -> store stripes.  Counters are relaxed atomics.
+ * -> store stripes; inline_mu -> the store's thread-list lock.  Counters
+ * are relaxed atomics.
  *
  * Chunks: modules are kept in chunks of min(--max-value, 64 KiB); every
  * node of a cluster is expected to use the same --max-value.
@@ -75,22 +113,39 @@ static const char MOD[] = "runtime";
 #define MAX_CHUNK_BYTES ((size_t)64 << 10)
 #define QUEUE_PER_THREAD 1024         /* invocations that may wait, per executor */
 #define KEEP_IDLE 64                  /* idle instances an executor keeps */
+#define INLINE_MAX_NS 1000000ull      /* a run longer than this (1 ms) is not short */
+#define INLINE_PROBATION 8            /* short executor runs in a row before inline runs */
+#define INLINE_BACKOFF 16             /* after an inline run of CPU time t > 1 ms: none for 16 t */
 #define NATIVE_MEMORY_SLACK ((size_t)64 << 20) /* libc, loader, region: beyond linear memory */
 
 /* Global counters (relaxed atomics). */
 typedef struct rt_counters {
-    uint64_t invocations, errors, traps, timeouts, crashes, from_template, deploys;
+    uint64_t invocations, errors, traps, timeouts, crashes, from_template, deploys, inlined;
     uint64_t latency_count, latency_sum_ns;
     uint64_t latency[RT_LATENCY_BUCKETS];   /* per bucket (made cumulative when read) */
 } rt_counters;
 
-/* An executor thread's state. */
+/* An executor thread's state, or an inline thread's (see "Inline
+ * invocations"; then r is atomic and NULL once the runtime is gone, and
+ * the fields after `call` are used). */
 typedef struct rt_worker {
     struct rt *r;
     store_thread *st;
     rt_sandbox *sb;
     rt_call call;               /* reused by every invocation on this thread */
+    struct rt_worker *prev, *next;  /* in r->inline_workers, under inline_mu */
+    uint64_t trim_gen;          /* r->retire_gen when the sandbox was last trimmed */
 } rt_worker;
+
+/* v->code of a WebAssembly version: the loaded code, and what decides
+ * whether its invocations may run inline. */
+typedef struct rt_wasm_fn {
+    rt_code *code;
+    uint8_t waits;              /* imports one of waiting_imports[]: never inline */
+    uint8_t retired;            /* atomic: replaced or removed */
+    uint32_t short_runs;        /* atomic: executor runs in a row under INLINE_MAX_NS */
+    uint64_t backoff_until;     /* atomic: no inline runs before (CLOCK_MONOTONIC ns) */
+} rt_wasm_fn;
 
 struct rt {
     rt_config cfg;              /* defaults applied; strings below */
@@ -107,6 +162,8 @@ struct rt {
     pthread_mutex_t admin_mu;
     store_thread *admin_st;     /* under admin_mu */
     uint64_t next_owner;        /* atomic: lock owner ids, never 0 */
+    uint64_t retire_gen;        /* atomic: versions retired so far */
+    rt_worker *inline_workers;  /* under inline_mu: threads with inline state for r */
     rt_counters c;
 };
 
@@ -218,7 +275,9 @@ static void call_prepare(rt *r, rt_call *c, store_thread *st, const rt_fn *fn,
 
 static void wasm_code_release(void *code)
 {
-    rt_code_unref(code);
+    rt_wasm_fn *wf = code;
+    rt_code_unref(wf->code);
+    free(wf);
 }
 
 static void native_code_release(void *code)
@@ -228,13 +287,35 @@ static void native_code_release(void *code)
 
 /* A version left the registry (replaced or removed): its WebAssembly
  * instances idling in the sandboxes are dropped at the executors' next
- * housekeeping, so the module unloads once its last invocation ends. */
+ * housekeeping and at each inline thread's next invocation, so the
+ * module unloads once its last invocation ends. */
 static void version_retire(rt *r, rt_fn_ver *v)
 {
     if (v && v->kind == RT_KIND_WASM && v->code) {
-        rt_code_retire(v->code);
+        rt_wasm_fn *wf = v->code;
+        rt_code_retire(wf->code);
+        __atomic_store_n(&wf->retired, 1, __ATOMIC_RELEASE);
+        __atomic_add_fetch(&r->retire_gen, 1, __ATOMIC_RELEASE);
         rt_exec_kick(r->exec);
     }
+}
+
+/* Imports whose host functions can wait rather than compute: a module
+ * importing one never runs inline.  When kv_* calls come to wait on other
+ * nodes (replication), they belong here too. */
+static const char *const waiting_imports[][2] = {
+    { "cloister", "lock" },
+    { "wasi_snapshot_preview1", "poll_oneoff" },
+};
+
+static int module_waits(const wasm_module_info *mi)
+{
+    for (uint32_t i = 0; i < mi->nimports; i++)
+        for (size_t k = 0; k < sizeof waiting_imports / sizeof waiting_imports[0]; k++)
+            if (strcmp(mi->imports[i].abi->module, waiting_imports[k][0]) == 0 &&
+                strcmp(mi->imports[i].abi->name, waiting_imports[k][1]) == 0)
+                return 1;
+    return 0;
 }
 
 /* ---- loading a version's code --------------------------------------------------- */
@@ -243,6 +324,7 @@ typedef struct load_task {
     rt *r;
     rt_fn_ver *v;
     const char *path;
+    int waits;                  /* module_waits() */
     cl_buf *err;
     int rc;
 } load_task;
@@ -284,7 +366,15 @@ static void *load_main(void *arg)
     t->rc = rt_code_load(sb, t->path, &lim, c, &code, t->err);
     rt_host_call_end(c);
     if (t->rc == CL_OK) {
-        t->v->code = code;
+        rt_wasm_fn *wf = calloc(1, sizeof *wf);
+        if (!wf) {
+            rt_code_unref(code);
+            t->rc = fail(t->err, CL_ENOMEM, "out of memory");
+            goto out;
+        }
+        wf->code = code;
+        wf->waits = (uint8_t)t->waits;
+        t->v->code = wf;
         t->v->code_release = wasm_code_release;
     }
 out:
@@ -346,6 +436,7 @@ static int load_wasm(rt *r, rt_fn_ver *v, const uint8_t *module, size_t len,
         return rc;
     }
     progress_report(progress, parg, "validate", 100);
+    int waits = module_waits(&mi);
 
     compile_artifact art = { .fd = -1 };
     rc = compile_module(r->cache, v->sha256, module, len, &mi, progress, parg, &art, err);
@@ -360,7 +451,7 @@ static int load_wasm(rt *r, rt_fn_ver *v, const uint8_t *module, size_t len,
 
     char path[COMPILE_PATH_MAX];
     int extra_fd = unique_load_path(&art, path);
-    load_task t = { .r = r, .v = v, .path = path, .err = err, .rc = CL_OK };
+    load_task t = { .r = r, .v = v, .path = path, .waits = waits, .err = err, .rc = CL_OK };
     pthread_t tid;
     if (pthread_create(&tid, NULL, load_main, &t) != 0) {
         if (extra_fd >= 0)
@@ -686,30 +777,200 @@ static void account(rt *r, rt_fn_ver *v, const rt_result *res, uint64_t elapsed_
     add(&r->c.latency_sum_ns, elapsed_ns);
 }
 
+/* Runs one invocation of v on this thread with w's store thread and
+ * sandbox (WebAssembly) or on a native worker; fills res. */
+static void call_run(rt *r, rt_worker *w, rt_fn_ver *v, const uint8_t *input, size_t inlen,
+                     cl_buf *output, rt_result *res)
+{
+    rt_call *c = &w->call;
+    memset(res, 0, sizeof *res);
+    call_prepare(r, c, w->st, v->fn, input, inlen, output);
+    if (v->kind == RT_KIND_WASM)
+        (void)rt_sandbox_call(w->sb, ((rt_wasm_fn *)v->code)->code, c, res); /* res says what happened */
+    else
+        native_invoke(v->code, c, res);
+    rt_host_call_end(c);
+}
+
+/* Counts, reports and lets go of a finished invocation. */
+static void call_finish(rt *r, rt_fn_ver *v, rt_result *res, uint64_t elapsed,
+                        rt_done_fn done, void *arg)
+{
+    if (res->duration_ns == 0)
+        res->duration_ns = elapsed;
+    account(r, v, res, elapsed, 1);
+    done(arg, res);
+    rt_fn_ver_unref(v);
+}
+
 static void invocation_run(rt_job *job, void *state)
 {
     rt_inv *inv = (rt_inv *)job;
     rt_worker *w = state;
-    rt *r = inv->r;
     rt_fn_ver *v = inv->ver;
-    rt_call *c = &w->call;
     rt_result res;
-    memset(&res, 0, sizeof res);
 
-    call_prepare(r, c, w->st, v->fn, inv->input, inv->inlen, inv->output);
-    if (v->kind == RT_KIND_WASM)
-        (void)rt_sandbox_call(w->sb, v->code, c, &res);   /* res says what happened */
-    else
-        native_invoke(v->code, c, &res);
-    rt_host_call_end(c);
-
-    uint64_t elapsed = now_ns() - inv->submitted_ns;
-    if (res.duration_ns == 0)
-        res.duration_ns = elapsed;
-    account(r, v, &res, elapsed, 1);
-    inv->done(inv->arg, &res);
-    rt_fn_ver_unref(v);
+    call_run(inv->r, w, v, inv->input, inv->inlen, inv->output, &res);
+    if (v->kind == RT_KIND_WASM) {
+        /* Probation for inline runs: short executor runs in a row. */
+        rt_wasm_fn *wf = v->code;
+        uint32_t n = __atomic_load_n(&wf->short_runs, __ATOMIC_RELAXED);
+        if (res.duration_ns > INLINE_MAX_NS) {
+            if (n)
+                __atomic_store_n(&wf->short_runs, 0, __ATOMIC_RELAXED);
+        } else if (n < INLINE_PROBATION) {
+            __atomic_add_fetch(&wf->short_runs, 1, __ATOMIC_RELAXED);
+        }
+    }
+    call_finish(inv->r, v, &res, now_ns() - inv->submitted_ns, inv->done, inv->arg);
     free(inv);
+}
+
+/* ---- inline invocations (see the top of the file) ------------------------------------ */
+
+static pthread_mutex_t inline_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t inline_once = PTHREAD_ONCE_INIT;
+static pthread_key_t inline_key;            /* this thread's rt_worker: freed at its exit */
+static int inline_key_ok;
+static __thread rt_worker *inline_self;     /* the same, for a quick look */
+static __thread uint8_t inline_unable;      /* this thread cannot run invocations inline */
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int inline_allowed(const rt_wasm_fn *wf, uint64_t now)
+{
+    return !wf->waits && __atomic_load_n(&wf->short_runs, __ATOMIC_RELAXED) >= INLINE_PROBATION &&
+           now >= __atomic_load_n(&wf->backoff_until, __ATOMIC_RELAXED);
+}
+
+/* Frees this thread's inline state (its own thread: the sandbox is
+ * thread-bound).  The store thread goes under inline_mu, so a runtime
+ * being destroyed meanwhile cannot take its store away first. */
+static void inline_worker_free(void *arg)
+{
+    rt_worker *w = arg;
+    pthread_mutex_lock(&inline_mu);
+    rt *r = __atomic_load_n(&w->r, __ATOMIC_RELAXED);
+    if (r) {
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            r->inline_workers = w->next;
+        if (w->next)
+            w->next->prev = w->prev;
+    }
+    if (w->st)
+        store_thread_destroy(w->st);
+    pthread_mutex_unlock(&inline_mu);
+    rt_sandbox_destroy(w->sb);
+    free(w);
+    inline_self = NULL;
+}
+
+static void inline_key_create(void)
+{
+    inline_key_ok = pthread_key_create(&inline_key, inline_worker_free) == 0;
+}
+
+/* This thread's inline state for r, made on first use; NULL when the
+ * thread cannot run r's invocations inline. */
+static rt_worker *inline_worker(rt *r)
+{
+    rt_worker *w = inline_self;
+    if (w) {
+        rt *owner = __atomic_load_n(&w->r, __ATOMIC_ACQUIRE);
+        if (owner == r)
+            return w;
+        if (owner)
+            return NULL;                 /* it serves another runtime */
+        pthread_setspecific(inline_key, NULL);
+        inline_worker_free(w);           /* its runtime is gone */
+    }
+    if (inline_unable)
+        return NULL;
+    inline_unable = 1;                   /* until this succeeds */
+    pthread_once(&inline_once, inline_key_create);
+    if (!inline_key_ok || getpid() == gettid())   /* main: no sandbox (trap.h) */
+        return NULL;
+    w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    if (store_thread_create(r->store, &w->st) != CL_OK || rt_sandbox_create(NULL, &w->sb) != CL_OK ||
+        pthread_setspecific(inline_key, w) != 0) {
+        rt_sandbox_destroy(w->sb);
+        if (w->st)
+            store_thread_destroy(w->st);
+        free(w);
+        return NULL;
+    }
+    w->trim_gen = __atomic_load_n(&r->retire_gen, __ATOMIC_ACQUIRE);
+    pthread_mutex_lock(&inline_mu);
+    w->next = r->inline_workers;
+    if (w->next)
+        w->next->prev = w;
+    r->inline_workers = w;
+    __atomic_store_n(&w->r, r, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&inline_mu);
+    inline_unable = 0;
+    inline_self = w;
+    return w;
+}
+
+/* rt_destroy: the inline states of threads still alive lose their store
+ * thread and their runtime now; each thread frees the rest (its sandbox)
+ * when it exits or invokes again. */
+static void inline_workers_orphan(rt *r)
+{
+    int n = 0;
+    pthread_mutex_lock(&inline_mu);
+    for (rt_worker *w = r->inline_workers, *next; w; w = next) {
+        next = w->next;
+        store_thread_destroy(w->st);
+        w->st = NULL;
+        w->prev = w->next = NULL;
+        __atomic_store_n(&w->r, NULL, __ATOMIC_RELEASE);
+        n++;
+    }
+    r->inline_workers = NULL;
+    pthread_mutex_unlock(&inline_mu);
+    if (n)
+        cl_log_warn(MOD, "%d threads that ran invocations inline outlive the runtime; "
+                         "each frees its sandbox when it exits", n);
+}
+
+/* Runs v (allowed inline) on this thread, with w, and completes it.
+ * `start` is now_ns(). */
+static void inline_run(rt *r, rt_worker *w, rt_fn_ver *v, const uint8_t *input, size_t inlen,
+                       cl_buf *output, rt_done_fn done, void *arg, uint64_t start)
+{
+    rt_wasm_fn *wf = v->code;
+    uint64_t gen = __atomic_load_n(&r->retire_gen, __ATOMIC_ACQUIRE);
+    if (gen != w->trim_gen) {            /* drop idle instances of retired code */
+        w->trim_gen = gen;
+        rt_sandbox_trim(w->sb, KEEP_IDLE);
+    }
+    uint64_t cpu = thread_cpu_ns();
+    rt_result res;
+    call_run(r, w, v, input, inlen, output, &res);
+    uint64_t end = now_ns();
+    /* CPU time <= wall time: read the clock again only when it matters. */
+    cpu = end - start > INLINE_MAX_NS ? thread_cpu_ns() - cpu : 0;
+    if (cpu > INLINE_MAX_NS) {           /* probation again, and a back-off */
+        __atomic_store_n(&wf->short_runs, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&wf->backoff_until, end + INLINE_BACKOFF * cpu, __ATOMIC_RELAXED);
+        cl_log((cpu > 100 * INLINE_MAX_NS) ? CL_LOG_INFO : CL_LOG_DEBUG, MOD,
+               "%s/%s used %.1f ms of CPU inline; its invocations run on the executor threads "
+               "for %.1f s", v->fn->tenant, v->fn->name, cpu / 1e6, INLINE_BACKOFF * cpu / 1e9);
+    }
+    if (__atomic_load_n(&wf->retired, __ATOMIC_ACQUIRE))
+        rt_sandbox_trim(w->sb, KEEP_IDLE); /* its idle instance goes now */
+    add(&r->c.inlined, 1);
+    call_finish(r, v, &res, end - start, done, arg);
 }
 
 /* Completes an invocation that never reached an executor. */
@@ -744,6 +1005,14 @@ int rt_invoke(rt *r, const char *tenant, const char *name,
                  r->cfg.max_input_bytes);
         return invoke_refused(r, v, RT_TOO_LARGE, detail, done, arg);
     }
+    uint64_t now = now_ns();
+    if (v->kind == RT_KIND_WASM && !r->cfg.no_inline && inline_allowed(v->code, now)) {
+        rt_worker *w = inline_worker(r);
+        if (w) {
+            inline_run(r, w, v, input, inlen, output, done, arg, now);
+            return CL_OK;
+        }
+    }
     rt_inv *inv = malloc(sizeof *inv + inlen);
     if (!inv)
         return invoke_refused(r, v, RT_INTERNAL, "out of memory", done, arg);
@@ -756,7 +1025,7 @@ int rt_invoke(rt *r, const char *tenant, const char *name,
     if (inlen)
         memcpy(inv->input, input, inlen);
     inv->job.run = invocation_run;
-    inv->submitted_ns = now_ns();
+    inv->submitted_ns = now;
     int rc = rt_exec_submit(r->exec, &inv->job);
     if (rc == CL_OK)
         return CL_OK;
@@ -830,16 +1099,24 @@ void rt_get_metrics(rt *r, rt_metrics *out)
     }
     out->latency_count = load(&r->c.latency_count);
     out->latency_sum_ns = load(&r->c.latency_sum_ns);
+    out->inline_invocations = load(&r->c.inlined);
     out->functions = rt_registry_count(r->reg);
+    rt_sandbox_stats ss;
     for (int i = 0; i < r->nworkers; i++) {
         rt_worker *w = __atomic_load_n(&r->workers[i], __ATOMIC_ACQUIRE);
         if (!w)
             continue;
-        rt_sandbox_stats ss;
         rt_sandbox_get_stats(w->sb, &ss);
         out->idle_instances += ss.idle;
         out->slots += ss.slots;
     }
+    pthread_mutex_lock(&inline_mu);
+    for (rt_worker *w = r->inline_workers; w; w = w->next) {
+        rt_sandbox_get_stats(w->sb, &ss);
+        out->idle_instances += ss.idle;
+        out->slots += ss.slots;
+    }
+    pthread_mutex_unlock(&inline_mu);
 }
 
 /* ---- executor threads ------------------------------------------------------------------ */
@@ -1099,6 +1376,7 @@ void rt_destroy(rt *r)
 {
     if (!r)
         return;
+    inline_workers_orphan(r);         /* normally none: their threads have exited */
     rt_exec_destroy(r->exec);         /* runs what is queued; no invocation after this */
     rt_registry_destroy(r->reg);      /* versions: code released (instances are gone) */
     if (r->admin_st)

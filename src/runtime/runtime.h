@@ -27,8 +27,11 @@
  *   exec.c      the executor threads that run invocations
  *
  * Threading: deploy, remove and list may be called from any thread;
- * invocations run on the runtime's executor threads (never on a network
- * worker), and report completion through a callback.  A deploy blocks
+ * invocations report completion through a callback.  They run on the
+ * runtime's executor threads, or -- short WebAssembly functions that
+ * import nothing that waits (rt.c, "Inline invocations") -- on the thread
+ * that called rt_invoke, before it returns; a thread that does so keeps a
+ * sandbox and a store thread of its own until it exits.  A deploy blocks
  * (compiling takes seconds); call it off the network threads.
  *
  * Versions: a redeploy swaps the function's code atomically; invocations
@@ -66,6 +69,7 @@ typedef struct rt_config {
     size_t max_output_bytes;      /* per-invocation output cap (default 4 MiB) */
     size_t max_input_bytes;       /* request body cap (default 4 MiB) */
     int native_workers;           /* pre-forked processes per native function (default 2) */
+    int no_inline;                /* 1: every invocation runs on an executor thread */
     const char *cc;               /* C compiler (default "cc") */
     const char *wasm2c;           /* wasm2c (default: the one CMake found) */
 } rt_config;
@@ -82,7 +86,9 @@ typedef struct rt_config {
 int rt_create(const rt_config *cfg, rt **out) __attribute__((warn_unused_result));
 
 /* Finishes queued invocations, stops the executors, unloads everything.
- * No other call may be running or start.  NULL is a no-op. */
+ * No other call may be running or start; threads that ran invocations
+ * inline should have exited (each that has not frees its sandbox when it
+ * exits or next invokes).  NULL is a no-op. */
 void rt_destroy(rt *r);
 
 /* ---- deploy / list / remove ------------------------------------------- */
@@ -153,13 +159,17 @@ typedef struct rt_result {
 } rt_result;
 
 /*
- * Runs function `name` of `tenant` with `input` on an executor thread.
- * The input is copied; `output` is filled by the function and must stay
- * valid until `done` is called.  `done` runs exactly once, on an executor
- * thread (or, for immediate failures -- RT_NOT_FOUND, RT_TOO_LARGE,
- * RT_OVERLOADED when the executors' queue is full -- on the calling
- * thread before rt_invoke returns).  Returns CL_OK (always: every
- * outcome is reported through `done`).
+ * Runs function `name` of `tenant` with `input`.  `output` is filled by
+ * the function and must stay valid until `done` is called.  `done` runs
+ * exactly once: on an executor thread (the input was copied), or on the
+ * calling thread before rt_invoke returns -- for immediate failures
+ * (RT_NOT_FOUND, RT_TOO_LARGE, RT_OVERLOADED when the executors' queue is
+ * full) and for invocations run inline (short WebAssembly functions,
+ * when the calling thread is a pthread other than main and not an
+ * executor; such a call holds the caller for the function's run, which
+ * has been short: a version whose inline run takes over a millisecond of
+ * CPU is sent back to the executors for a while, see rt.c).  Returns
+ * CL_OK (always: every outcome is reported through `done`).
  */
 typedef void (*rt_done_fn)(void *arg, const rt_result *res);
 int rt_invoke(rt *r, const char *tenant, const char *name,
@@ -178,6 +188,7 @@ int rt_invoke_wait(rt *r, const char *tenant, const char *name,
 
 typedef struct rt_metrics {
     uint64_t invocations, errors, traps, timeouts, crashes;
+    uint64_t inline_invocations;  /* of the invocations, run on the caller's thread */
     uint64_t instances_from_template, deploys, compiles, cache_hits;
     uint64_t latency_count, latency_sum_ns;
     uint64_t latency_buckets[RT_LATENCY_BUCKETS];   /* cumulative counts */

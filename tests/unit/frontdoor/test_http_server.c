@@ -2,12 +2,15 @@
  * test_http_server.c - the HTTP gateway end to end: http_net_proto served
  * by the real event loop (net/server.c) over loopback sockets, plaintext
  * and TLS, with the fake runtime of test_http_fake.h completing
- * invocations on its own executor threads (so every invocation suspends
- * its connection and is resumed from another thread).
+ * invocations on its own executor threads (so an invocation suspends its
+ * connection and is resumed from another thread), or, in one case, on the
+ * calling thread as the runtime's inline runs do.
  *
  * Cases: keep-alive, an invocation answered asynchronously with pipelined
- * requests behind it (order kept), a hundred concurrent slow invocations,
- * a client that resets the connection during an invocation and during a
+ * requests behind it (order kept), invocations completed before
+ * rt_invoke returns among pipelined and suspended ones, a hundred
+ * concurrent slow invocations, a client that resets the connection
+ * during an invocation and during a
  * deploy (no crash, no leak; the server goes on), deploy progress
  * streamed while the deploy runs, 413 for an announced oversized body
  * before any of it is sent, the concurrent-deploy limit (503), and
@@ -145,6 +148,51 @@ static void test_keepalive_and_async_order(void)
     CHECK(got && strncmp(got, head, sizeof head - 1) == 0);
     CHECK(got && strlen(got) == sizeof head - 4 + FAKE_BIG_OUTPUT);
     free(got);
+    tc_close(c);
+    gw_stop(&g);
+}
+
+/* Invocations that complete before rt_invoke returns (the runtime runs
+ * short functions inline on the network worker): answered within the same
+ * process() call, in order with the pipelined requests around them, also
+ * right after the connection was suspended and resumed, and before it is
+ * suspended again. */
+static void test_inline_completions(void)
+{
+    gw g;
+    gw_start(&g, 2);
+    fake.slow_ms = 50;
+    tconn *c = tc_connect(g.port, g_cctx);
+    MUST(c != NULL);
+    MUST(tc_puts(c, "POST /function/slow HTTP/1.1\r\nContent-Length: 5\r\n\r\nfirst") == 0);
+    EXPECT(c, OK200 BIN "Content-Length: 5\r\n\r\nfirst");
+    fake_drain();
+
+    __atomic_store_n(&fake.async, 0, __ATOMIC_SEQ_CST);  /* done on the calling thread */
+    MUST(tc_puts(c, "POST /function/echo HTTP/1.1\r\nContent-Length: 3\r\n\r\none"
+                    "POST /function/trap HTTP/1.1\r\n\r\n"
+                    "POST /function/echo HTTP/1.1\r\nContent-Length: 3\r\n\r\ntwo"
+                    "POST /function/big HTTP/1.1\r\n\r\n"
+                    "POST /function/echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nthree") == 0);
+    EXPECT(c, OK200 BIN "Content-Length: 3\r\n\r\none");
+    EXPECT(c, "HTTP/1.1 500 Internal Server Error\r\nDate: X\r\n" TEXT
+              "Content-Length: 34\r\n\r\ntrap: out of bounds memory access\n");
+    EXPECT(c, OK200 BIN "Content-Length: 3\r\n\r\ntwo");
+    char *got = http_read(c);
+    static const char head[] = OK200 BIN "Content-Length: 1048576\r\n\r\nabc";
+    CHECK(got && strncmp(got, head, sizeof head - 1) == 0);
+    CHECK(got && strlen(got) == sizeof head - 4 + FAKE_BIG_OUTPUT);
+    free(got);
+    EXPECT(c, OK200 BIN "Content-Length: 5\r\n\r\nthree");
+
+    /* An inline answer, then a suspended one behind it in the same batch. */
+    MUST(tc_puts(c, "POST /function/echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nfour") == 0);
+    EXPECT(c, OK200 BIN "Content-Length: 4\r\n\r\nfour");
+    __atomic_store_n(&fake.async, 1, __ATOMIC_SEQ_CST);
+    MUST(tc_puts(c, "POST /function/slow HTTP/1.1\r\nContent-Length: 4\r\n\r\nlast"
+                    "GET /healthz HTTP/1.1\r\n\r\n") == 0);
+    EXPECT(c, OK200 BIN "Content-Length: 4\r\n\r\nlast");
+    EXPECT(c, OK200 TEXT "Content-Length: 3\r\n\r\nok\n");
     tc_close(c);
     gw_stop(&g);
 }
@@ -342,6 +390,7 @@ static void run_all(const char *mode)
 {
     printf("-- %s\n", mode);
     RUN(test_keepalive_and_async_order);
+    RUN(test_inline_completions);
     RUN(test_concurrent_invocations);
     RUN(test_client_vanishes);
     RUN(test_deploy_progress_streams);
