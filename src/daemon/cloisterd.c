@@ -106,10 +106,11 @@ static int write_node_ready_file(const daemon_config *cfg, const daemon_cluster 
 
 /* Creates the function runtime (state directory, compile cache, executor
  * threads) from the settings.  CL_OK, or a code with a message printed. */
-static int start_runtime(const daemon_config *cfg, store *st, rt **out)
+static int start_runtime(const daemon_config *cfg, store *st, struct repl *engine, rt **out)
 {
     rt_config rcfg = {
         .store = st,
+        .repl = engine,
         .state_dir = cfg->state_dir,
         .exec_threads = cfg->fn_threads,
         .max_memory_pages = (uint32_t)(cfg->fn_memory_mb * 16), /* 64 KiB pages */
@@ -272,7 +273,7 @@ int main(int argc, char **argv)
         goto out;
     mc.repl = cluster.repl;
 
-    if (start_runtime(&cfg, st, &runtime) != CL_OK)
+    if (start_runtime(&cfg, st, cluster.repl, &runtime) != CL_OK)
         goto out;
     http.runtime = runtime;
 

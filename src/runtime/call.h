@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "../common/buf.h"
+#include "../kv/kv.h"
 #include "../store/store.h"
 
 typedef struct rt_locks rt_locks;    /* locks.c */
@@ -30,6 +31,7 @@ typedef struct rt_fnlog rt_fnlog;    /* the function's log ring (fnlog.c) */
 
 #define RT_NS_MAX (2 + 64 + 1)       /* RT_RESERVED_KEY_BYTE 't' tenant '/' */
 #define RT_MAX_HELD_LOCKS 16
+#define RT_MAX_WSET 64               /* writes remembered for a lock's release set (cluster) */
 #define RT_LOG_LINE_MAX 1024u        /* longest log line (fnlog.h RT_FNLOG_LINE_MAX) */
 
 typedef struct rt_call {
@@ -42,7 +44,7 @@ typedef struct rt_call {
     cl_buf *output;                  /* response body being built */
     size_t max_output;
 
-    store_thread *st;                /* the executor thread's store handle */
+    kv_thread *kv;                   /* the thread's store handle (replicated on a cluster) */
     uint8_t ns[RT_NS_MAX];           /* key prefix of the tenant's namespace */
     size_t ns_len;
     size_t max_value;
@@ -61,6 +63,14 @@ typedef struct rt_call {
     /* WASI stdout (0) / stderr (1) text not yet ended by a newline: host.c
      * logs it line by line; rt_host_call_end() logs the rest. */
     struct { uint32_t len; uint8_t buf[RT_LOG_LINE_MAX]; } pending[2];
+
+    /* Cluster only: the keys this invocation wrote while holding a lock,
+     * with the versions the writes produced, for the release set the
+     * unlock records (repl.h, LOCKS).  The last RT_MAX_WSET are kept (a
+     * ring: wset_n counts every write, wset[i % RT_MAX_WSET]).  Not cleared
+     * per call beyond wset_n (call_prepare zeroes up to `wset`). */
+    uint32_t wset_n;
+    struct { uint8_t klen; uint8_t key[STORE_KEY_MAX]; uint64_t version; } wset[RT_MAX_WSET];
 } rt_call;
 
 extern __thread rt_call *rt_current_call;  /* defined in host.c */

@@ -47,6 +47,7 @@
 
 #include "../common/err.h"
 #include "../common/log.h"
+#include "../repl/repl.h"
 #include "call.h"
 #include "fnlog.h"
 #include "locks.h"
@@ -172,7 +173,7 @@ static uint8_t *scratch_sink(void *arg, const store_meta *m)
 static int host_read(rt_call *c, const uint8_t *key, size_t klen, int want_value, store_meta *meta)
 {
     store_get_opts o = {.want_value = want_value};
-    return store_get(c->st, key, klen, &o, scratch_sink, &host_scratch, meta);
+    return kv_get(c->kv, key, klen, &o, scratch_sink, &host_scratch, meta);
 }
 
 /* ---- module "cloister" --------------------------------------------------------- */
@@ -241,6 +242,69 @@ uint64_t Z_cloisterZ_kv_get(cl_inst *inst, uint32_t key, uint32_t klen, uint32_t
     return (uint64_t)ret;
 }
 
+/* ---- release sets (cluster) --------------------------------------------------- */
+
+#define RT_CLUSTER_LEASE_MS 30000u   /* a lock's lease on a cluster (as locks.c's) */
+
+/* Remembers a write made while this invocation holds a lock (cluster
+ * only): the next holder of the lock, on any node, catches up on it
+ * before it proceeds (repl.h, LOCKS).  Writes of a strong namespace are
+ * linearizable anyway; the engine keeps only what it needs. */
+static void wset_note(rt_call *c, const uint8_t *k, size_t kl, uint64_t version)
+{
+    if (!kv_replicated(c->kv) || c->nheld == 0 || version == 0)
+        return;
+    __typeof__(c->wset[0]) *e = &c->wset[c->wset_n++ % RT_MAX_WSET];
+    e->klen = (uint8_t)kl;
+    memcpy(e->key, k, kl);
+    e->version = version;
+}
+
+/* Releases held lock i on a cluster, recording the write set.  CL_OK,
+ * CL_ESTALE (the lease ran out and the lock moved on), ... */
+static int cluster_unlock(rt_call *c, int i)
+{
+    repl_wkey ws[RT_MAX_WSET];
+    uint32_t n = c->wset_n < RT_MAX_WSET ? c->wset_n : RT_MAX_WSET;
+    for (uint32_t j = 0; j < n; j++)
+        ws[j] = (repl_wkey){c->wset[j].key, c->wset[j].klen, c->wset[j].version};
+    int rc = repl_unlock_sync(c->kv->r, c->held[i].name, c->held[i].len, c->owner,
+                              c->held[i].token, ws, n);
+    c->held[i] = c->held[--c->nheld];
+    if (c->nheld == 0)
+        c->wset_n = 0;
+    return rc;
+}
+
+static int held_index(const rt_call *c, const uint8_t *k, size_t kl)
+{
+    for (int i = 0; i < c->nheld; i++)
+        if (c->held[i].len == kl && memcmp(c->held[i].name, k, kl) == 0)
+            return i;
+    return -1;
+}
+
+/* cloister_lock on a cluster: a lease on a replicated lock register. */
+static int32_t cluster_lock(rt_call *c, const uint8_t *k, size_t kl, uint64_t deadline_ns)
+{
+    int i = held_index(c, k, kl);
+    if (i < 0 && c->nheld == RT_MAX_HELD_LOCKS)
+        return CLOISTER_EINVAL;
+    uint64_t now = rt_locks_now_ns();
+    unsigned wait_ms = deadline_ns > now ? (unsigned)((deadline_ns - now) / 1000000u) : 0;
+    uint64_t token;
+    int rc = repl_lock_sync(c->kv->r, k, kl, c->owner, RT_CLUSTER_LEASE_MS, wait_ms, &token);
+    if (rc != CL_OK)
+        return rc == CL_ETIMEDOUT ? CLOISTER_ETIMEDOUT : host_err(rc);
+    if (i < 0) {                  /* a re-lock renews the lease: same token */
+        i = c->nheld++;
+        memcpy(c->held[i].name, k, kl);
+        c->held[i].len = (uint32_t)kl;
+    }
+    c->held[i].token = token;
+    return 0;
+}
+
 /* kv_set and kv_cas: check the key and value, then store with `w`.  A
  * CAS that finds no item is a conflict (the version cannot match). */
 static int32_t host_write(rt_call *c, uint32_t key, uint32_t klen, uint32_t val, uint32_t vlen,
@@ -254,7 +318,10 @@ static int32_t host_write(rt_call *c, uint32_t key, uint32_t klen, uint32_t val,
         return CLOISTER_EFAULT;
     if (c->max_value && vlen > c->max_value)
         return CLOISTER_ETOOBIG;
-    int rc = store_set(c->st, k, (size_t)kl, gptr(c, val), vlen, w, NULL);
+    uint64_t version = 0;
+    int rc = kv_set(c->kv, k, (size_t)kl, gptr(c, val), vlen, w, &version);
+    if (rc == CL_OK)
+        wset_note(c, k, (size_t)kl, version);
     return w->cas && rc == CL_ENOTFOUND ? CLOISTER_ECONFLICT : host_err(rc);
 }
 
@@ -274,8 +341,13 @@ uint32_t Z_cloisterZ_kv_delete(cl_inst *inst, uint32_t key, uint32_t klen)
         return (uint32_t)CLOISTER_EUNAVAILABLE;
     uint8_t k[STORE_KEY_MAX];
     int kl = host_key(c, key, klen, k);
-    int32_t ret = kl < 0 ? kl : host_err(store_delete(c->st, k, (size_t)kl, 0));
-    return (uint32_t)ret;
+    if (kl < 0)
+        return (uint32_t)kl;
+    uint64_t version = 0;
+    int rc = kv_delete_v(c->kv, k, (size_t)kl, 0, &version);
+    if (rc == CL_OK)
+        wset_note(c, k, (size_t)kl, version);
+    return (uint32_t)host_err(rc);
 }
 
 /* expected 0: add if absent (an existing key is a conflict); otherwise
@@ -317,7 +389,7 @@ static int incr_clamp(rt_call *c, const uint8_t *k, size_t kl, uint64_t cas, uin
     static const char maxs[] = "9223372036854775807";
     for (;;) {
         store_write w = {.mode = STORE_SET, .cas = cas};
-        int rc = store_set(c->st, k, kl, (const uint8_t *)maxs, sizeof maxs - 1, &w, NULL);
+        int rc = kv_set(c->kv, k, kl, (const uint8_t *)maxs, sizeof maxs - 1, &w, NULL);
         if (rc == CL_OK) {
             *out = INT64_MAX;
             return CL_OK;
@@ -368,10 +440,12 @@ uint32_t Z_cloisterZ_kv_incr(cl_inst *inst, uint32_t key, uint32_t klen, uint64_
         }
         uint64_t v;
         store_meta m;
-        int rc = store_arith(c->st, k, (size_t)kl, &a, &v, &m);
+        int rc = kv_arith(c->kv, k, (size_t)kl, &a, &v, &m);
         /* over the top, or wrapped past 2^64 (then v < delta) */
         if (rc == CL_OK && (v > INT64_MAX || (a.incr && v < a.delta)))
             rc = incr_clamp(c, k, (size_t)kl, m.cas, &v);
+        else if (rc == CL_OK)
+            wset_note(c, k, (size_t)kl, m.cas);
         ret = host_err(rc);
         if (rc == CL_OK && result)
             put_u64(c, result, v);
@@ -445,6 +519,11 @@ uint32_t Z_cloisterZ_lock(cl_inst *inst, uint32_t name, uint32_t nlen, uint32_t 
     int kl = host_key(c, name, nlen, k);
     if (kl < 0) {
         ret = kl;
+    } else if (kv_replicated(c->kv)) {
+        uint64_t deadline = rt_locks_now_ns() + (uint64_t)timeout_ms * 1000000u;
+        if (c->deadline_ns && c->deadline_ns < deadline)
+            deadline = c->deadline_ns;
+        ret = cluster_lock(c, k, (size_t)kl, deadline);
     } else if (!c->locks) {
         ret = CLOISTER_EUNAVAILABLE;
     } else {
@@ -472,6 +551,9 @@ uint32_t Z_cloisterZ_unlock(cl_inst *inst, uint32_t name, uint32_t nlen)
     int kl = host_key(c, name, nlen, k);
     if (kl < 0) {
         ret = kl;
+    } else if (kv_replicated(c->kv)) {
+        int i = held_index(c, k, (size_t)kl);
+        ret = i < 0 || cluster_unlock(c, i) != CL_OK ? CLOISTER_ENOTHELD : 0;
     } else if (!c->locks || rt_locks_release(c->locks, k, (size_t)kl, c->owner, 0) != CL_OK) {
         ret = CLOISTER_ENOTHELD;
     } else {
@@ -897,8 +979,12 @@ void rt_host_call_end(rt_call *c)
     for (int i = 0; i < 2; i++)
         if (c->pending[i].len)
             stdio_flush(c, i);
-    if (c->locks && c->owner)
+    if (c->kv && kv_replicated(c->kv)) {
+        while (c->nheld > 0)
+            (void)cluster_unlock(c, c->nheld - 1);   /* a lapsed lease has nothing to release */
+    } else if (c->locks && c->owner) {
         rt_locks_release_all(c->locks, c->owner);
+    }
     c->nheld = 0;
 }
 

@@ -473,12 +473,12 @@ static uint8_t *sink_to_buf(void *arg, const store_meta *m)
     return b->data;
 }
 
-static int get_value(store_thread *st, const uint8_t *key, size_t klen, cl_buf *out,
+static int get_value(kv_thread *st, const uint8_t *key, size_t klen, cl_buf *out,
                      uint64_t *cas)
 {
     store_meta m;
     out->len = 0;
-    int rc = store_get(st, key, klen, NULL, sink_to_buf, out, &m);
+    int rc = kv_get(st, key, klen, NULL, sink_to_buf, out, &m);
     if (rc != CL_OK) {
         out->len = 0;
         return rc;
@@ -493,7 +493,7 @@ static size_t chunk_count(size_t len, size_t chunk_bytes)
     return len / chunk_bytes + (len % chunk_bytes != 0);
 }
 
-int rt_persist_put_module(store_thread *st, const uint8_t sha256[32], const uint8_t *module,
+int rt_persist_put_module(kv_thread *st, const uint8_t sha256[32], const uint8_t *module,
                           size_t len, size_t chunk_bytes)
 {
     if (chunk_bytes == 0 || len == 0)
@@ -505,11 +505,11 @@ int rt_persist_put_module(store_thread *st, const uint8_t sha256[32], const uint
         size_t off = i * chunk_bytes;
         size_t part = len - off < chunk_bytes ? len - off : chunk_bytes;
         size_t klen = module_key(key, sha256, i);
-        int rc = store_set(st, key, klen, module + off, part, &w, NULL);
+        int rc = kv_set(st, key, klen, module + off, part, &w, NULL);
         if (rc != CL_OK) {
             for (size_t j = 0; j < i; j++) {
                 klen = module_key(key, sha256, j);
-                store_delete(st, key, klen, 0);
+                kv_delete(st, key, klen, 0);
             }
             return rc;
         }
@@ -517,7 +517,7 @@ int rt_persist_put_module(store_thread *st, const uint8_t sha256[32], const uint
     return CL_OK;
 }
 
-int rt_persist_get_module(store_thread *st, const uint8_t sha256[32], size_t len,
+int rt_persist_get_module(kv_thread *st, const uint8_t sha256[32], size_t len,
                           size_t chunk_bytes, cl_buf *out)
 {
     out->len = 0;
@@ -553,7 +553,7 @@ int rt_persist_get_module(store_thread *st, const uint8_t sha256[32], size_t len
     return rc;
 }
 
-void rt_persist_delete_module(store_thread *st, const uint8_t sha256[32], size_t len,
+void rt_persist_delete_module(kv_thread *st, const uint8_t sha256[32], size_t len,
                               size_t chunk_bytes)
 {
     if (chunk_bytes == 0)
@@ -562,11 +562,11 @@ void rt_persist_delete_module(store_thread *st, const uint8_t sha256[32], size_t
     size_t n = chunk_count(len, chunk_bytes);
     for (size_t i = 0; i < n; i++) {
         size_t klen = module_key(key, sha256, i);
-        store_delete(st, key, klen, 0);
+        kv_delete(st, key, klen, 0);
     }
 }
 
-int rt_persist_put_record(store_thread *st, const rt_record *rec)
+int rt_persist_put_record(kv_thread *st, const rt_record *rec)
 {
     char *json = rt_record_to_json(rec);
     if (!json)
@@ -574,12 +574,12 @@ int rt_persist_put_record(store_thread *st, const rt_record *rec)
     uint8_t key[STORE_KEY_MAX];
     size_t klen = record_key(key, rec->tenant, rec->name);
     store_write w = { .mode = STORE_SET };
-    int rc = store_set(st, key, klen, (const uint8_t *)json, strlen(json), &w, NULL);
+    int rc = kv_set(st, key, klen, (const uint8_t *)json, strlen(json), &w, NULL);
     free(json);
     return rc;
 }
 
-int rt_persist_get_record(store_thread *st, const char *tenant, const char *name, rt_record *rec)
+int rt_persist_get_record(kv_thread *st, const char *tenant, const char *name, rt_record *rec)
 {
     uint8_t key[STORE_KEY_MAX];
     size_t klen = record_key(key, tenant, name);
@@ -595,11 +595,11 @@ int rt_persist_get_record(store_thread *st, const char *tenant, const char *name
     return rc;
 }
 
-int rt_persist_delete_record(store_thread *st, const char *tenant, const char *name)
+int rt_persist_delete_record(kv_thread *st, const char *tenant, const char *name)
 {
     uint8_t key[STORE_KEY_MAX];
     size_t klen = record_key(key, tenant, name);
-    return store_delete(st, key, klen, 0);
+    return kv_delete(st, key, klen, 0);
 }
 
 /* Parses the index value into a JSON array (a new reference). */
@@ -622,7 +622,7 @@ static json_t *index_parse(const cl_buf *b)
     return a;
 }
 
-int rt_persist_index_update(store_thread *st, const char *tenant, const char *name, int add)
+int rt_persist_index_update(kv_thread *st, const char *tenant, const char *name, int add)
 {
     const uint8_t *key = (const uint8_t *)INDEX_KEY;
     size_t klen = sizeof INDEX_KEY - 1;
@@ -673,7 +673,7 @@ int rt_persist_index_update(store_thread *st, const char *tenant, const char *na
             break;
         }
         store_write w = { .mode = cas ? STORE_SET : STORE_ADD, .cas = cas };
-        rc = store_set(st, key, klen, (const uint8_t *)text, strlen(text), &w, NULL);
+        rc = kv_set(st, key, klen, (const uint8_t *)text, strlen(text), &w, NULL);
         free(text);
         if (rc == CL_EEXISTS || rc == CL_ENOTFOUND || rc == CL_ENOTSTORED)
             rc = CL_EAGAIN;                    /* another writer came first: again */
@@ -684,7 +684,7 @@ int rt_persist_index_update(store_thread *st, const char *tenant, const char *na
     return rc;
 }
 
-int rt_persist_index_list(store_thread *st,
+int rt_persist_index_list(kv_thread *st,
                           void (*fn)(void *arg, const char *tenant, const char *name), void *arg)
 {
     cl_buf b;

@@ -179,33 +179,33 @@ void rt_sha256_hex(const uint8_t sha256[32], char hex[65]);
 /* Writes the module's chunks (chunk_bytes each, the last shorter).
  * CL_OK, CL_EFULL, CL_ETOOBIG, ... (chunks written before a failure are
  * deleted again). */
-int rt_persist_put_module(store_thread *st, const uint8_t sha256[32], const uint8_t *module,
+int rt_persist_put_module(kv_thread *st, const uint8_t sha256[32], const uint8_t *module,
                           size_t len, size_t chunk_bytes);
 
 /* Reads the module back into out (replacing its contents) and checks its
  * SHA-256.  CL_OK, CL_ENOTFOUND (a chunk is missing), CL_EINTEGRITY
  * (sealing or hash mismatch), CL_ENOMEM. */
-int rt_persist_get_module(store_thread *st, const uint8_t sha256[32], size_t len,
+int rt_persist_get_module(kv_thread *st, const uint8_t sha256[32], size_t len,
                           size_t chunk_bytes, cl_buf *out);
 
 /* Deletes the module's chunks (missing ones are ignored). */
-void rt_persist_delete_module(store_thread *st, const uint8_t sha256[32], size_t len,
+void rt_persist_delete_module(kv_thread *st, const uint8_t sha256[32], size_t len,
                               size_t chunk_bytes);
 
 /* Writes / reads / deletes a record.  get: CL_OK, CL_ENOTFOUND,
  * CL_EINVAL (malformed), CL_EINTEGRITY. */
-int rt_persist_put_record(store_thread *st, const rt_record *rec);
-int rt_persist_get_record(store_thread *st, const char *tenant, const char *name,
+int rt_persist_put_record(kv_thread *st, const rt_record *rec);
+int rt_persist_get_record(kv_thread *st, const char *tenant, const char *name,
                           rt_record *rec);
-int rt_persist_delete_record(store_thread *st, const char *tenant, const char *name);
+int rt_persist_delete_record(kv_thread *st, const char *tenant, const char *name);
 
 /* Adds (add = 1) or removes (tenant, name) in the index, atomically with
  * respect to other writers.  CL_OK (also when already so), CL_EFULL, ... */
-int rt_persist_index_update(store_thread *st, const char *tenant, const char *name, int add);
+int rt_persist_index_update(kv_thread *st, const char *tenant, const char *name, int add);
 
 /* Calls fn for each (tenant, name) in the index.  CL_OK (also when there
  * is no index), CL_EINVAL (malformed index), CL_EINTEGRITY. */
-int rt_persist_index_list(store_thread *st,
+int rt_persist_index_list(kv_thread *st,
                           void (*fn)(void *arg, const char *tenant, const char *name),
                           void *arg);
 

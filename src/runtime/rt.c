@@ -63,7 +63,7 @@
  * next invocation (retire_gen) or right after the run that used them.
  *
  * Threads and locks: admin_mu serialises the commit of deploys and
- * removals (and guards admin_st, the store thread they use); it is held
+ * removals (and guards admin_kv, the store handle they use); it is held
  * while writing to the store and taking the registry's lock, never while
  * compiling or running guest code.  Lock order: admin_mu -> registry lock
  * -> store stripes; inline_mu -> the store's thread-list lock.  Counters
@@ -87,12 +87,14 @@
 
 #include "../common/err.h"
 #include "../common/log.h"
+#include "../kv/kv.h"
 #include "../trust/platform.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -131,6 +133,7 @@ typedef struct rt_counters {
 typedef struct rt_worker {
     struct rt *r;
     store_thread *st;
+    kv_thread kv;               /* st, or the replicated store over it */
     rt_sandbox *sb;
     rt_call call;               /* reused by every invocation on this thread */
     struct rt_worker *prev, *next;  /* in r->inline_workers, under inline_mu */
@@ -161,9 +164,17 @@ struct rt {
     rt_worker **workers;        /* [nworkers], set by each executor (atomic pointer) */
     pthread_mutex_t admin_mu;
     store_thread *admin_st;     /* under admin_mu */
-    uint64_t next_owner;        /* atomic: lock owner ids, never 0 */
+    kv_thread admin_kv;         /* admin_st as kv (replicated on a cluster); under admin_mu */
+    uint64_t next_owner;        /* atomic: lock owner ids, never 0; random high half, so
+                                   ids of different nodes of a cluster never meet */
     uint64_t retire_gen;        /* atomic: versions retired so far */
     rt_worker *inline_workers;  /* under inline_mu: threads with inline state for r */
+    /* Cluster: the follower thread (see "Following the cluster"). */
+    pthread_t follower;
+    int follower_started;
+    int follower_stop;          /* under follow_mu */
+    pthread_mutex_t follow_mu;
+    pthread_cond_t follow_cv;
     rt_counters c;
 };
 
@@ -248,16 +259,35 @@ static int mkdir_p(const char *path)
     return stat(buf, &stt) == 0 && S_ISDIR(stt.st_mode) ? 0 : -1;
 }
 
+/* A worker's handle on the store: its store thread, and the kv view over
+ * it that host calls use (the replicated store on a cluster). */
+static int worker_store_open(rt *r, rt_worker *w)
+{
+    int rc = store_thread_create(r->store, &w->st);
+    if (rc == CL_OK)
+        kv_thread_init(&w->kv, r->store, w->st, r->cfg.repl);
+    return rc;
+}
+
+static void worker_store_close(rt_worker *w)
+{
+    if (!w->st)
+        return;
+    kv_thread_fini(&w->kv);
+    store_thread_destroy(w->st);
+    w->st = NULL;
+}
+
 /* Fills an rt_call for one run of fn's code on this thread. */
-static void call_prepare(rt *r, rt_call *c, store_thread *st, const rt_fn *fn,
+static void call_prepare(rt *r, rt_call *c, kv_thread *kv, const rt_fn *fn,
                          const uint8_t *input, size_t inlen, cl_buf *output)
 {
-    memset(c, 0, sizeof *c);
+    memset(c, 0, offsetof(rt_call, wset));   /* wset entries count only up to wset_n */
     c->input = input;
     c->input_len = inlen;
     c->output = output;
     c->max_output = r->cfg.max_output_bytes;
-    c->st = st;
+    c->kv = kv;
     size_t tl = strlen(fn->tenant);
     c->ns[0] = RT_RESERVED_KEY_BYTE;
     c->ns[1] = 't';
@@ -308,13 +338,18 @@ static const char *const waiting_imports[][2] = {
     { "wasi_snapshot_preview1", "poll_oneoff" },
 };
 
-static int module_waits(const wasm_module_info *mi)
+static int module_waits(const rt *r, const wasm_module_info *mi)
 {
-    for (uint32_t i = 0; i < mi->nimports; i++)
+    for (uint32_t i = 0; i < mi->nimports; i++) {
+        /* On a cluster every store call waits for a quorum of replicas. */
+        if (r->cfg.repl && strcmp(mi->imports[i].abi->module, "cloister") == 0 &&
+            strncmp(mi->imports[i].abi->name, "kv_", 3) == 0)
+            return 1;
         for (size_t k = 0; k < sizeof waiting_imports / sizeof waiting_imports[0]; k++)
             if (strcmp(mi->imports[i].abi->module, waiting_imports[k][0]) == 0 &&
                 strcmp(mi->imports[i].abi->name, waiting_imports[k][1]) == 0)
                 return 1;
+    }
     return 0;
 }
 
@@ -338,6 +373,7 @@ static void *load_main(void *arg)
     rt *r = t->r;
     rt_sandbox *sb = NULL;
     store_thread *st = NULL;
+    kv_thread kv;
     rt_call *c = NULL;
     cl_buf out;
     cl_buf_init(&out);
@@ -353,12 +389,13 @@ static void *load_main(void *arg)
         fail(t->err, t->rc, "out of memory");
         goto out;
     }
+    kv_thread_init(&kv, r->store, st, r->cfg.repl);
     c = malloc(sizeof *c);
     if (!c) {
         t->rc = fail(t->err, CL_ENOMEM, "out of memory");
         goto out;
     }
-    call_prepare(r, c, st, t->v->fn, NULL, 0, &out);
+    call_prepare(r, c, &kv, t->v->fn, NULL, 0, &out);
     rt_limits lim = { .max_memory_pages = r->cfg.max_memory_pages, .timeout_ms = r->cfg.timeout_ms };
     rt_code *code = NULL;
     if (t->err)
@@ -380,6 +417,8 @@ static void *load_main(void *arg)
 out:
     free(c);
     cl_buf_fini(&out, 1);
+    if (st)
+        kv_thread_fini(&kv);
     store_thread_destroy(st);
     rt_sandbox_destroy(sb);
     return NULL;
@@ -436,7 +475,7 @@ static int load_wasm(rt *r, rt_fn_ver *v, const uint8_t *module, size_t len,
         return rc;
     }
     progress_report(progress, parg, "validate", 100);
-    int waits = module_waits(&mi);
+    int waits = module_waits(r, &mi);
 
     compile_artifact art = { .fd = -1 };
     rc = compile_module(r->cache, v->sha256, module, len, &mi, progress, parg, &art, err);
@@ -539,7 +578,7 @@ static int commit(rt *r, rt_fn_ver *v, const uint8_t *module, size_t len, cl_buf
     rt_fn_ver *old = NULL;
 
     pthread_mutex_lock(&r->admin_mu);
-    store_thread *st = r->admin_st;
+    kv_thread *st = &r->admin_kv;
     rt_fn_ver *cur = rt_registry_get(r->reg, tenant, name);
     int rc = rt_persist_put_module(st, v->sha256, module, len, v->chunk_bytes);
     if (rc != CL_OK) {
@@ -661,6 +700,8 @@ int rt_deploy(rt *r, const char *tenant, const char *name,
     return rc;
 }
 
+static rt_fn_ver *lookup_or_load(rt *r, const char *tenant, const char *name);
+
 /* ---- remove, list, logs ------------------------------------------------------------- */
 
 int rt_remove(rt *r, const char *tenant, const char *name)
@@ -668,17 +709,19 @@ int rt_remove(rt *r, const char *tenant, const char *name)
     if (!rt_name_valid(tenant) || !rt_name_valid(name))
         return CL_ENOTFOUND;
     rt_fn_ver *old = NULL;
+    rt_fn_ver *cur = lookup_or_load(r, tenant, name);
     pthread_mutex_lock(&r->admin_mu);
-    rt_fn_ver *cur = rt_registry_get(r->reg, tenant, name);
     int rc = cur ? CL_OK : CL_ENOTFOUND;
     if (rc == CL_OK)
-        rc = rt_persist_index_update(r->admin_st, tenant, name, 0);
+        rc = rt_persist_index_update(&r->admin_kv, tenant, name, 0);
     if (rc == CL_OK) {
-        (void)rt_persist_delete_record(r->admin_st, tenant, name);
+        (void)rt_persist_delete_record(&r->admin_kv, tenant, name);
         if (rt_registry_remove(r->reg, tenant, name, &old) == CL_OK && old) {
             version_retire(r, old);
-            if (!rt_registry_module_in_use(r->reg, old->sha256, "", ""))
-                rt_persist_delete_module(r->admin_st, old->sha256, old->module_bytes,
+            /* On a cluster another node may run another name with this
+             * module: its chunks stay (a small leak, noted in the docs). */
+            if (!r->cfg.repl && !rt_registry_module_in_use(r->reg, old->sha256, "", ""))
+                rt_persist_delete_module(&r->admin_kv, old->sha256, old->module_bytes,
                                          old->chunk_bytes);
         }
         cl_log_info(MOD, "removed %s/%s", tenant, name);
@@ -784,7 +827,7 @@ static void call_run(rt *r, rt_worker *w, rt_fn_ver *v, const uint8_t *input, si
 {
     rt_call *c = &w->call;
     memset(res, 0, sizeof *res);
-    call_prepare(r, c, w->st, v->fn, input, inlen, output);
+    call_prepare(r, c, &w->kv, v->fn, input, inlen, output);
     if (v->kind == RT_KIND_WASM)
         (void)rt_sandbox_call(w->sb, ((rt_wasm_fn *)v->code)->code, c, res); /* res says what happened */
     else
@@ -864,8 +907,7 @@ static void inline_worker_free(void *arg)
         if (w->next)
             w->next->prev = w->prev;
     }
-    if (w->st)
-        store_thread_destroy(w->st);
+    worker_store_close(w);
     pthread_mutex_unlock(&inline_mu);
     rt_sandbox_destroy(w->sb);
     free(w);
@@ -900,11 +942,10 @@ static rt_worker *inline_worker(rt *r)
     w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
-    if (store_thread_create(r->store, &w->st) != CL_OK || rt_sandbox_create(NULL, &w->sb) != CL_OK ||
+    if (worker_store_open(r, w) != CL_OK || rt_sandbox_create(NULL, &w->sb) != CL_OK ||
         pthread_setspecific(inline_key, w) != 0) {
         rt_sandbox_destroy(w->sb);
-        if (w->st)
-            store_thread_destroy(w->st);
+        worker_store_close(w);
         free(w);
         return NULL;
     }
@@ -930,8 +971,7 @@ static void inline_workers_orphan(rt *r)
     pthread_mutex_lock(&inline_mu);
     for (rt_worker *w = r->inline_workers, *next; w; w = next) {
         next = w->next;
-        store_thread_destroy(w->st);
-        w->st = NULL;
+        worker_store_close(w);
         w->prev = w->next = NULL;
         __atomic_store_n(&w->r, NULL, __ATOMIC_RELEASE);
         n++;
@@ -995,7 +1035,7 @@ int rt_invoke(rt *r, const char *tenant, const char *name,
 {
     char detail[sizeof ((rt_result *)0)->detail];
     rt_fn_ver *v = rt_name_valid(tenant) && rt_name_valid(name)
-                       ? rt_registry_get(r->reg, tenant, name) : NULL;
+                       ? lookup_or_load(r, tenant, name) : NULL;
     if (!v) {
         snprintf(detail, sizeof detail, "no function %.64s", name);
         return invoke_refused(r, NULL, RT_NOT_FOUND, detail, done, arg);
@@ -1128,13 +1168,12 @@ static void *worker_init(void *arg, int index)
     if (!w)
         return NULL;
     w->r = r;
-    int rc = store_thread_create(r->store, &w->st);
+    int rc = worker_store_open(r, w);
     if (rc == CL_OK)
         rc = rt_sandbox_create(NULL, &w->sb);
     if (rc != CL_OK) {
         cl_log_error(MOD, "executor %d cannot start: %s", index, cl_strerror(rc));
-        if (w->st)
-            store_thread_destroy(w->st);
+        worker_store_close(w);
         free(w);
         return NULL;
     }
@@ -1150,7 +1189,7 @@ static void worker_fini(void *arg, void *state)
         if (__atomic_load_n(&r->workers[i], __ATOMIC_ACQUIRE) == w)
             __atomic_store_n(&r->workers[i], NULL, __ATOMIC_RELEASE);
     rt_sandbox_destroy(w->sb);
-    store_thread_destroy(w->st);
+    worker_store_close(w);
     free(w);
 }
 
@@ -1187,14 +1226,14 @@ static void collect_name(void *arg, const char *tenant, const char *name)
 static int reload_one(rt *r, const char *tenant, const char *name, cl_buf *err)
 {
     rt_record rec;
-    int rc = rt_persist_get_record(r->admin_st, tenant, name, &rec);
+    int rc = rt_persist_get_record(&r->admin_kv, tenant, name, &rec);
     if (rc != CL_OK)
         return fail(err, rc, "its record cannot be read: %s", cl_strerror(rc));
     if (rec.module_bytes > r->cfg.max_module_bytes)
         return fail(err, CL_ETOOBIG, "its module is larger than this node accepts");
     cl_buf mod;
     cl_buf_init(&mod);
-    rc = rt_persist_get_module(r->admin_st, rec.sha256, rec.module_bytes, rec.chunk_bytes, &mod);
+    rc = rt_persist_get_module(&r->admin_kv, rec.sha256, rec.module_bytes, rec.chunk_bytes, &mod);
     if (rc != CL_OK) {
         cl_buf_fini(&mod, 0);
         return fail(err, rc, "its module cannot be read: %s", cl_strerror(rc));
@@ -1218,7 +1257,12 @@ static int reload_one(rt *r, const char *tenant, const char *name, cl_buf *err)
         rt_fn_ver_unref(v);
         return rc;
     }
-    rt_registry_install(r->reg, v, NULL);
+    rt_fn_ver *old = NULL;
+    rt_registry_install(r->reg, v, &old);
+    if (old) {                           /* redeployed through another node */
+        version_retire(r, old);
+        rt_fn_ver_unref(old);
+    }
     return CL_OK;
 }
 
@@ -1226,7 +1270,7 @@ static void reload(rt *r)
 {
     name_list l = { 0 };
     pthread_mutex_lock(&r->admin_mu);
-    int rc = rt_persist_index_list(r->admin_st, collect_name, &l);
+    int rc = rt_persist_index_list(&r->admin_kv, collect_name, &l);
     if (rc != CL_OK)
         cl_log_error(MOD, "the function index in the store cannot be read: %s", cl_strerror(rc));
     size_t loaded = 0;
@@ -1245,6 +1289,104 @@ static void reload(rt *r)
         cl_log_info(MOD, "loaded %zu of %zu functions recorded in the store", loaded, l.n);
     cl_buf_fini(&err, 0);
     free(l.names);
+}
+
+/* ---- following the cluster ------------------------------------------------------------------
+ *
+ * On a cluster, functions are deployed and removed through any node: the
+ * records, modules and index are in the replicated store.  A node learns
+ * them at start (reload), at the first invocation of a name it does not
+ * know (lookup_or_load), and once a second from the follower thread,
+ * which loads what is new or was redeployed and drops what was removed.
+ * So a deploy is visible everywhere at once; a removal or a redeploy
+ * through another node within about a second.
+ */
+#define FOLLOW_INTERVAL_MS 1000
+
+/* 1 if the store's record names a different deployment than v. */
+static int record_differs(const rt_record *rec, const rt_fn_ver *v)
+{
+    return memcmp(rec->sha256, v->sha256, 32) != 0 || rec->deployed_at != v->deployed_at;
+}
+
+static void follow_once(rt *r)
+{
+    name_list l = { 0 };
+    cl_buf err;
+    cl_buf_init(&err);
+    pthread_mutex_lock(&r->admin_mu);
+    if (rt_persist_index_list(&r->admin_kv, collect_name, &l) != CL_OK)
+        goto out;
+    for (size_t i = 0; i < l.n; i++) {
+        const char *tenant = l.names[i][0], *name = l.names[i][1];
+        rt_record rec;
+        if (rt_persist_get_record(&r->admin_kv, tenant, name, &rec) != CL_OK)
+            continue;
+        rt_fn_ver *cur = rt_registry_get(r->reg, tenant, name);
+        if ((!cur || record_differs(&rec, cur)) && reload_one(r, tenant, name, &err) != CL_OK)
+            cl_log_warn(MOD, "function %s/%s deployed through another node is not loaded: %.*s",
+                        tenant, name, (int)err.len, (const char *)err.data);
+        rt_fn_ver_unref(cur);
+    }
+    rt_fn_ver **all;
+    size_t n = rt_registry_snapshot(r->reg, &all);
+    for (size_t i = 0; i < n; i++) {
+        const rt_fn *fn = all[i]->fn;
+        int listed = 0;
+        for (size_t j = 0; j < l.n && !listed; j++)
+            listed = strcmp(l.names[j][0], fn->tenant) == 0 && strcmp(l.names[j][1], fn->name) == 0;
+        rt_fn_ver *old = NULL;
+        if (!listed && rt_registry_remove(r->reg, fn->tenant, fn->name, &old) == CL_OK && old) {
+            cl_log_info(MOD, "removed %s/%s (removed through another node)", fn->tenant, fn->name);
+            version_retire(r, old);
+            rt_fn_ver_unref(old);
+        }
+        rt_fn_ver_unref(all[i]);
+    }
+    free(all);
+out:
+    pthread_mutex_unlock(&r->admin_mu);
+    cl_buf_fini(&err, 0);
+    free(l.names);
+}
+
+static void *follower_main(void *arg)
+{
+    rt *r = arg;
+    pthread_setname_np(pthread_self(), "cl-follow");
+    pthread_mutex_lock(&r->follow_mu);
+    while (!r->follower_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += FOLLOW_INTERVAL_MS / 1000;
+        while (!r->follower_stop && pthread_cond_timedwait(&r->follow_cv, &r->follow_mu, &ts) == 0)
+            ;
+        if (r->follower_stop)
+            break;
+        pthread_mutex_unlock(&r->follow_mu);
+        follow_once(r);
+        pthread_mutex_lock(&r->follow_mu);
+    }
+    pthread_mutex_unlock(&r->follow_mu);
+    return NULL;
+}
+
+/* The current version of a name; on a cluster, loaded from the store if
+ * another node deployed it.  Referenced, or NULL. */
+static rt_fn_ver *lookup_or_load(rt *r, const char *tenant, const char *name)
+{
+    rt_fn_ver *v = rt_registry_get(r->reg, tenant, name);
+    if (v || !r->cfg.repl)
+        return v;
+    cl_buf err;
+    cl_buf_init(&err);
+    pthread_mutex_lock(&r->admin_mu);
+    v = rt_registry_get(r->reg, tenant, name);     /* loaded meanwhile? */
+    if (!v && reload_one(r, tenant, name, &err) == CL_OK)
+        v = rt_registry_get(r->reg, tenant, name);
+    pthread_mutex_unlock(&r->admin_mu);
+    cl_buf_fini(&err, 0);
+    return v;
 }
 
 /* ---- create / destroy ---------------------------------------------------------------------- */
@@ -1303,6 +1445,12 @@ int rt_create(const rt_config *cfg, rt **out)
     r->cfg = *cfg;
     r->store = cfg->store;
     pthread_mutex_init(&r->admin_mu, NULL);
+    pthread_mutex_init(&r->follow_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->follow_cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (!r->cfg.max_module_bytes)
         r->cfg.max_module_bytes = DEFAULT_MAX_MODULE;
     if (!r->cfg.max_memory_pages)
@@ -1323,7 +1471,10 @@ int rt_create(const rt_config *cfg, rt **out)
     }
     r->max_value = store_max_value(r->store);
     r->chunk_bytes = r->max_value < MAX_CHUNK_BYTES ? r->max_value : MAX_CHUNK_BYTES;
-    r->next_owner = 0;
+    uint32_t salt = 0;
+    if (RAND_bytes((unsigned char *)&salt, sizeof salt) != 1)
+        salt = (uint32_t)getpid() ^ (uint32_t)now_ns();
+    r->next_owner = (uint64_t)(salt | 1u) << 32;
 
     int rc = CL_ENOMEM;
     r->state_dir = strdup(cfg->state_dir);
@@ -1344,6 +1495,7 @@ int rt_create(const rt_config *cfg, rt **out)
         goto fail;
     if ((rc = store_thread_create(r->store, &r->admin_st)) != CL_OK)
         goto fail;
+    kv_thread_init(&r->admin_kv, r->store, r->admin_st, r->cfg.repl);
 
     r->nworkers = r->cfg.exec_threads;
     r->workers = calloc((size_t)r->nworkers, sizeof *r->workers);
@@ -1365,6 +1517,13 @@ int rt_create(const rt_config *cfg, rt **out)
         goto fail;
     }
     reload(r);
+    if (r->cfg.repl) {
+        if (pthread_create(&r->follower, NULL, follower_main, r) != 0) {
+            rc = CL_ENOMEM;
+            goto fail;
+        }
+        r->follower_started = 1;
+    }
     *out = r;
     return CL_OK;
 fail:
@@ -1376,15 +1535,26 @@ void rt_destroy(rt *r)
 {
     if (!r)
         return;
+    if (r->follower_started) {
+        pthread_mutex_lock(&r->follow_mu);
+        r->follower_stop = 1;
+        pthread_cond_signal(&r->follow_cv);
+        pthread_mutex_unlock(&r->follow_mu);
+        pthread_join(r->follower, NULL);
+    }
     inline_workers_orphan(r);         /* normally none: their threads have exited */
     rt_exec_destroy(r->exec);         /* runs what is queued; no invocation after this */
     rt_registry_destroy(r->reg);      /* versions: code released (instances are gone) */
-    if (r->admin_st)
+    if (r->admin_st) {
+        kv_thread_fini(&r->admin_kv);
         store_thread_destroy(r->admin_st);
+    }
     if (r->locks)
         rt_locks_destroy(r->locks);
     compile_cache_close(r->cache);
     pthread_mutex_destroy(&r->admin_mu);
+    pthread_mutex_destroy(&r->follow_mu);
+    pthread_cond_destroy(&r->follow_cv);
     free(r->workers);
     free(r->compile_error);
     free(r->state_dir);

@@ -60,6 +60,8 @@ typedef struct rt rt;
 
 typedef struct rt_config {
     store *store;                 /* required; holds module bytes and records too */
+    struct repl *repl;            /* a cluster's replication engine (NULL: one node): function
+                                     state, records and modules are replicated through it */
     const char *state_dir;        /* required; created if missing: the compile cache
                                      (state_dir/cache) and the platform key */
     int exec_threads;             /* executor threads; 0 = number of CPUs */

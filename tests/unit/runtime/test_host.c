@@ -81,6 +81,7 @@ enum { KEY = 1000, KEY2 = 1400, VAL = 2000, BUF = 8000, OUT = 16000, IOV = 30000
 
 static store *S;
 static store_thread *ST;
+static kv_thread KV;            /* ST as the host calls see it (single node) */
 static rt_locks *LOCKS;
 static uint8_t *mem;        /* the guest memory of the current fake call */
 static uint64_t next_owner = 1;
@@ -106,7 +107,7 @@ static fake *fake_open(const char *tenant, const char *input)
     c->input_len = input ? strlen(input) : 0;
     c->output = &f->out;
     c->max_output = 100;
-    c->st = ST;
+    c->kv = &KV;
     c->ns_len = (size_t)snprintf((char *)c->ns, sizeof c->ns, "%ct%s/", RT_RESERVED_KEY_BYTE, tenant);
     c->max_value = store_max_value(S);
     c->locks = LOCKS;
@@ -610,7 +611,9 @@ static void test_integrity(void)
     REQUIRE(store_create(&cfg, &s) == CL_OK);
     REQUIRE(store_thread_create(s, &t) == CL_OK);
     fake *f = fake_open("A", NULL);
-    f->call.st = t;
+    kv_thread kt;
+    kv_thread_init(&kt, s, t, NULL);
+    f->call.kv = &kt;
     CHECK_EQ(set("n", "12345678901234"), 0);
     /* the only value in the arena: flip every byte of it */
     int fd = open(path, O_RDWR);
@@ -638,6 +641,7 @@ static void test_integrity(void)
     CHECK_EQ(set("n", "1"), 0);   /* a write heals it */
     CHECK(holds("n", "1"));
     fake_close(f);
+    kv_thread_fini(&kt);
     store_thread_destroy(t);
     store_destroy(s);
     unlink(path);
@@ -959,6 +963,7 @@ int main(void)
     store_config cfg = {.memory_bytes = 4u << 20, .max_value = 16 * 1024};
     REQUIRE(store_create(&cfg, &S) == CL_OK);
     REQUIRE(store_thread_create(S, &ST) == CL_OK);
+    kv_thread_init(&KV, S, ST, NULL);
     REQUIRE(rt_locks_create(0, &LOCKS) == CL_OK);
 
     RUN(test_input);
@@ -981,6 +986,7 @@ int main(void)
     RUN(test_import_table);
 
     rt_locks_destroy(LOCKS);
+    kv_thread_fini(&KV);
     store_thread_destroy(ST);
     store_destroy(S);
     return th_done();

@@ -270,7 +270,9 @@ static void invoke(native_pool *p, store_thread *t, const char *input, uint32_t 
     c->input_len = strlen(input);
     c->output = &v->out;
     c->max_output = 6000;
-    c->st = t;
+    kv_thread kt;
+    kv_thread_init(&kt, st, t, NULL);
+    c->kv = &kt;
     memcpy(c->ns, ns, sizeof ns - 1);
     c->ns_len = sizeof ns - 1;
     c->max_value = store_max_value(st);
@@ -282,6 +284,7 @@ static void invoke(native_pool *p, store_thread *t, const char *input, uint32_t 
     native_invoke(p, c, &v->res);
     rt_host_call_end(c);
     v->ms = (now_ns() - t0) / 1000000u;
+    kv_thread_fini(&kt);
     free(c);
 }
 

@@ -333,16 +333,19 @@ static void test_record_json(void)
 
 static store *st_store;
 static store_thread *st;
+static kv_thread kv;                /* st as the registry sees it (single node) */
 
 static void store_up(void)
 {
     store_config sc = { .memory_bytes = 8u << 20, .max_value = 4096 };
     REQUIRE(store_create(&sc, &st_store) == CL_OK);
     REQUIRE(store_thread_create(st_store, &st) == CL_OK);
+    kv_thread_init(&kv, st_store, st, NULL);
 }
 
 static void store_down(void)
 {
+    kv_thread_fini(&kv);
     store_thread_destroy(st);
     store_destroy(st_store);
 }
@@ -357,10 +360,10 @@ static void test_persist_module(void)
     uint8_t h[32];
     sha256(mod, len, h);
 
-    CHECK_EQ(rt_persist_put_module(st, h, mod, len, 3000), CL_OK);   /* 4 chunks */
+    CHECK_EQ(rt_persist_put_module(&kv, h, mod, len, 3000), CL_OK);   /* 4 chunks */
     cl_buf back;
     cl_buf_init(&back);
-    CHECK_EQ(rt_persist_get_module(st, h, len, 3000, &back), CL_OK);
+    CHECK_EQ(rt_persist_get_module(&kv, h, len, 3000, &back), CL_OK);
     CHECK_EQ(back.len, len);
     CHECK(back.len == len && memcmp(back.data, mod, len) == 0);
 
@@ -379,18 +382,18 @@ static void test_persist_module(void)
     memset(junk, 0xAB, sizeof junk);
     store_write w = { .mode = STORE_SET };
     CHECK_EQ(store_set(st, (const uint8_t *)key, (size_t)klen, junk, sizeof junk, &w, NULL), CL_OK);
-    CHECK_EQ(rt_persist_get_module(st, h, len, 3000, &back), CL_EINTEGRITY);
+    CHECK_EQ(rt_persist_get_module(&kv, h, len, 3000, &back), CL_EINTEGRITY);
     CHECK_EQ(back.len, 0);
     /* A chunk of the wrong length: refused. */
     CHECK_EQ(store_set(st, (const uint8_t *)key, (size_t)klen, junk, 999, &w, NULL), CL_OK);
-    CHECK_EQ(rt_persist_get_module(st, h, len, 3000, &back), CL_EINTEGRITY);
+    CHECK_EQ(rt_persist_get_module(&kv, h, len, 3000, &back), CL_EINTEGRITY);
     /* A missing chunk. */
     CHECK_EQ(store_delete(st, (const uint8_t *)key, (size_t)klen, 0), CL_OK);
-    CHECK_EQ(rt_persist_get_module(st, h, len, 3000, &back), CL_ENOTFOUND);
+    CHECK_EQ(rt_persist_get_module(&kv, h, len, 3000, &back), CL_ENOTFOUND);
 
     /* Deleting removes every chunk. */
-    CHECK_EQ(rt_persist_put_module(st, h, mod, len, 3000), CL_OK);
-    rt_persist_delete_module(st, h, len, 3000);
+    CHECK_EQ(rt_persist_put_module(&kv, h, mod, len, 3000), CL_OK);
+    rt_persist_delete_module(&kv, h, len, 3000);
     for (int i = 0; i < 4; i++) {
         klen = snprintf(key, sizeof key, "\x01m/%s/%d", hex, i);
         CHECK_EQ(store_get(st, (const uint8_t *)key, (size_t)klen, NULL, NULL, NULL, NULL),
@@ -398,7 +401,7 @@ static void test_persist_module(void)
     }
 
     /* A chunk larger than the store's max value: nothing is left behind. */
-    CHECK_EQ(rt_persist_put_module(st, h, mod, len, 8000), CL_ETOOBIG);
+    CHECK_EQ(rt_persist_put_module(&kv, h, mod, len, 8000), CL_ETOOBIG);
     klen = snprintf(key, sizeof key, "\x01m/%s/0", hex);
     CHECK_EQ(store_get(st, (const uint8_t *)key, (size_t)klen, NULL, NULL, NULL, NULL), CL_ENOTFOUND);
 
@@ -413,11 +416,11 @@ static void test_persist_record(void)
     strcpy(a.tenant, "t1");
     strcpy(a.name, "hello");
     memset(a.sha256, 0x5c, 32);
-    CHECK_EQ(rt_persist_put_record(st, &a), CL_OK);
+    CHECK_EQ(rt_persist_put_record(&kv, &a), CL_OK);
     rt_record b;
-    CHECK_EQ(rt_persist_get_record(st, "t1", "hello", &b), CL_OK);
+    CHECK_EQ(rt_persist_get_record(&kv, "t1", "hello", &b), CL_OK);
     CHECK(strcmp(b.name, "hello") == 0 && b.module_bytes == 77 && b.deployed_at == 42);
-    CHECK_EQ(rt_persist_get_record(st, "t2", "hello", &b), CL_ENOTFOUND);
+    CHECK_EQ(rt_persist_get_record(&kv, "t2", "hello", &b), CL_ENOTFOUND);
 
     /* A record copied under another function's key is refused. */
     strcpy(a.name, "other");
@@ -427,10 +430,10 @@ static void test_persist_record(void)
     CHECK_EQ(store_set(st, (const uint8_t *)key, sizeof key - 1, (const uint8_t *)json,
                        strlen(json), &w, NULL), CL_OK);
     free(json);
-    CHECK_EQ(rt_persist_get_record(st, "t1", "hello", &b), CL_EINVAL);
+    CHECK_EQ(rt_persist_get_record(&kv, "t1", "hello", &b), CL_EINVAL);
 
-    CHECK_EQ(rt_persist_delete_record(st, "t1", "hello"), CL_OK);
-    CHECK_EQ(rt_persist_get_record(st, "t1", "hello", &b), CL_ENOTFOUND);
+    CHECK_EQ(rt_persist_delete_record(&kv, "t1", "hello"), CL_OK);
+    CHECK_EQ(rt_persist_get_record(&kv, "t1", "hello", &b), CL_ENOTFOUND);
 }
 
 typedef struct names_seen {
@@ -448,20 +451,20 @@ static void collect(void *arg, const char *tenant, const char *name)
 static void test_persist_index(void)
 {
     names_seen s = { 0 };
-    CHECK_EQ(rt_persist_index_list(st, collect, &s), CL_OK);   /* no index yet */
+    CHECK_EQ(rt_persist_index_list(&kv, collect, &s), CL_OK);   /* no index yet */
     CHECK_EQ(s.n, 0);
-    CHECK_EQ(rt_persist_index_update(st, "a", "f", 1), CL_OK);
-    CHECK_EQ(rt_persist_index_update(st, "a", "g", 1), CL_OK);
-    CHECK_EQ(rt_persist_index_update(st, "b", "f", 1), CL_OK);
-    CHECK_EQ(rt_persist_index_update(st, "a", "f", 1), CL_OK);   /* already there */
-    CHECK_EQ(rt_persist_index_list(st, collect, &s), CL_OK);
+    CHECK_EQ(rt_persist_index_update(&kv, "a", "f", 1), CL_OK);
+    CHECK_EQ(rt_persist_index_update(&kv, "a", "g", 1), CL_OK);
+    CHECK_EQ(rt_persist_index_update(&kv, "b", "f", 1), CL_OK);
+    CHECK_EQ(rt_persist_index_update(&kv, "a", "f", 1), CL_OK);   /* already there */
+    CHECK_EQ(rt_persist_index_list(&kv, collect, &s), CL_OK);
     CHECK_EQ(s.n, 3);
     CHECK(strcmp(s.names[0], "a/f") == 0 && strcmp(s.names[1], "a/g") == 0 &&
           strcmp(s.names[2], "b/f") == 0);
-    CHECK_EQ(rt_persist_index_update(st, "a", "g", 0), CL_OK);
-    CHECK_EQ(rt_persist_index_update(st, "a", "zz", 0), CL_OK);  /* absent: nothing to do */
+    CHECK_EQ(rt_persist_index_update(&kv, "a", "g", 0), CL_OK);
+    CHECK_EQ(rt_persist_index_update(&kv, "a", "zz", 0), CL_OK);  /* absent: nothing to do */
     s.n = 0;
-    CHECK_EQ(rt_persist_index_list(st, collect, &s), CL_OK);
+    CHECK_EQ(rt_persist_index_list(&kv, collect, &s), CL_OK);
     CHECK_EQ(s.n, 2);
     CHECK(strcmp(s.names[0], "a/f") == 0 && strcmp(s.names[1], "b/f") == 0);
 
@@ -470,10 +473,10 @@ static void test_persist_index(void)
     store_write w = { .mode = STORE_SET };
     CHECK_EQ(store_set(st, (const uint8_t *)key, sizeof key - 1, (const uint8_t *)"{oops", 5, &w,
                        NULL), CL_OK);
-    CHECK_EQ(rt_persist_index_list(st, collect, &s), CL_EINVAL);
-    CHECK_EQ(rt_persist_index_update(st, "c", "h", 1), CL_OK);
+    CHECK_EQ(rt_persist_index_list(&kv, collect, &s), CL_EINVAL);
+    CHECK_EQ(rt_persist_index_update(&kv, "c", "h", 1), CL_OK);
     s.n = 0;
-    CHECK_EQ(rt_persist_index_list(st, collect, &s), CL_OK);
+    CHECK_EQ(rt_persist_index_list(&kv, collect, &s), CL_OK);
     CHECK_EQ(s.n, 1);
 }
 
@@ -492,12 +495,15 @@ static void *index_writer(void *arg)
         w->failures++;
         return NULL;
     }
+    kv_thread kt;
+    kv_thread_init(&kt, st_store, t, NULL);
     char name[32];
     for (int i = 0; i < 25; i++) {
         snprintf(name, sizeof name, "w%d-%d", w->id, i);
-        if (rt_persist_index_update(t, "conc", name, 1) != CL_OK)
+        if (rt_persist_index_update(&kt, "conc", name, 1) != CL_OK)
             w->failures++;
     }
+    kv_thread_fini(&kt);
     store_thread_destroy(t);
     return NULL;
 }
@@ -522,7 +528,7 @@ static void test_persist_index_concurrent(void)
         CHECK_EQ(w[i].failures, 0);
     }
     int n = 0;
-    CHECK_EQ(rt_persist_index_list(st, count_conc, &n), CL_OK);
+    CHECK_EQ(rt_persist_index_list(&kv, count_conc, &n), CL_OK);
     CHECK_EQ(n, 100);
 }
 
