@@ -15,14 +15,18 @@
  *
  * The functions below are imported from module "cloister" under their
  * name without the `cloister_` prefix ("input", "kv_get", ...).  Keys are
- * byte strings of 1..250 bytes, always inside the calling function's
+ * byte strings of at least 1 byte, always inside the calling function's
  * tenant namespace: a function can neither name nor reach another
- * tenant's keys.  Values are at most the node's --max-value.
+ * tenant's keys.  The namespace prefix takes 3 + (tenant name length) of
+ * the store's 250 bytes (240 left for tenant "default"); longer keys fail
+ * with CLOISTER_ETOOBIG.  Values are at most the node's --max-value.
  *
  * Return codes: >= 0 success; the negative CLOISTER_E* codes below.
  * Pointers are into the function's own memory; a range that is not
  * entirely inside it fails the call with CLOISTER_EFAULT (it never traps
- * the node).
+ * the node).  A native function reads and writes its own pointers in its
+ * worker process, so a bad pointer there crashes that invocation (HTTP
+ * 500) instead; the worker is replaced.
  */
 #ifndef CLOISTER_FUNCTION_H
 #define CLOISTER_FUNCTION_H
