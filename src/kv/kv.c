@@ -94,11 +94,41 @@ static int run_op(kv_thread *kt, const uint8_t *key, size_t klen, repl_op *op, r
     return rc;
 }
 
+/* An eventual-mode read straight from the local replica (repl.h allows
+ * it): no hand-off to the repl thread.  The client's CAS id is the
+ * replicated version, so the sink sees that in place of the store's own. */
+typedef struct local_sink {
+    store_sink_fn sink;
+    void *arg;
+} local_sink;
+
+static uint8_t *local_sink_fn(void *arg, const store_meta *m)
+{
+    local_sink *ls = arg;
+    store_meta mv = *m;
+    mv.cas = m->version;
+    return ls->sink(ls->arg, &mv);
+}
+
+static int get_local(kv_thread *kt, const uint8_t *key, size_t klen, const store_get_opts *opts,
+                     store_sink_fn sink, void *arg, store_meta *meta)
+{
+    local_sink ls = {sink, arg};
+    store_get_opts o = opts ? *opts : (store_get_opts){.want_value = 1};
+    int rc = store_get(kt->st, key, klen, &o, sink ? local_sink_fn : NULL, &ls, meta);
+    if (rc == CL_OK && meta)
+        meta->cas = meta->version;
+    return rc;
+}
+
 int kv_get(kv_thread *kt, const uint8_t *key, size_t klen, const store_get_opts *opts,
            store_sink_fn sink, void *arg, store_meta *meta)
 {
     if (!kt->r)
         return store_get(kt->st, key, klen, opts, sink, arg, meta);
+    if (!(opts && (opts->touch || opts->recache || opts->vivify)) &&
+        repl_mode_of(kt->r, key, klen) == REPL_EVENTUAL)
+        return get_local(kt, key, klen, opts, sink, arg, meta);
     if (opts && (opts->recache || opts->vivify))
         return CL_EUNSUPPORTED;
     repl_val v;

@@ -124,8 +124,9 @@
  *   operation, and must not block (typically: format a reply, then
  *   net_waker_resume, or signal a condition variable).  Pointers in a
  *   result are valid only during the callback.  The *_sync helpers block
- *   the calling thread (executor threads of the runtime; never a network
- *   worker, never the repl thread).
+ *   the calling thread (never the repl thread): the runtime's executors,
+ *   and the memcached front door's workers through kv.h, which is why a
+ *   cluster node runs more of them.
  *
  * The store: in a cluster the engine owns the local store.  Nothing else
  *   may write it (writes go through repl_*); eventual-mode keys may be
