@@ -191,7 +191,9 @@ static int pid_alive(long pid, const char *exe)
     if (l <= 0)
         return 1;      /* not ours to read (other user): trust kill() */
     buf[l] = 0;
-    return strcmp(buf, exe) == 0;
+    /* A binary replaced since (a rebuild) shows as "PATH (deleted)". */
+    size_t el = strlen(exe);
+    return strncmp(buf, exe, el) == 0 && (buf[el] == 0 || strcmp(buf + el, " (deleted)") == 0);
 }
 
 /* ---- cluster.json ------------------------------------------------------------------ */
@@ -468,14 +470,22 @@ static int write_manifest(const up_cluster *c, const char *token)
 
 /* ---- commands ------------------------------------------------------------------------------ */
 
-static void stop_everything(up_cluster *c)
+/* Stops every node, then the coordinator.  A pid is forgotten only once
+ * its process is gone; 0, or -1 if one could not be stopped. */
+static int stop_everything(up_cluster *c)
 {
+    int rc = 0;
     for (int i = 0; i < c->n; i++) {
-        stop_pid(c->nodes[i].pid, c->cloisterd, SIGTERM);
-        c->nodes[i].pid = 0;
+        if (stop_pid(c->nodes[i].pid, c->cloisterd, SIGTERM) == 0)
+            c->nodes[i].pid = 0;
+        else
+            rc = -1;
     }
-    stop_pid(c->coordinator_pid, c->cloisterd, SIGTERM);
-    c->coordinator_pid = 0;
+    if (stop_pid(c->coordinator_pid, c->cloisterd, SIGTERM) == 0)
+        c->coordinator_pid = 0;
+    else
+        rc = -1;
+    return rc;
 }
 
 int cmd_up(const cli_opts *o)
@@ -564,7 +574,7 @@ int cmd_up(const cli_opts *o)
            "  cloister --dir %s kv set greeting hello\n", dir, dir);
     return CLI_OK;
 fail:
-    stop_everything(&c);
+    (void)stop_everything(&c);
     save_cluster(&c);
     return CLI_FAIL;
 }
@@ -574,9 +584,12 @@ int cmd_down(const cli_opts *o)
     up_cluster c;
     if (load_cluster(o->dir ? o->dir : "cloister-cluster", &c) != 0)
         return CLI_FAIL;
-    stop_everything(&c);
-    if (save_cluster(&c) != 0)
+    int stopped = stop_everything(&c);
+    if (save_cluster(&c) != 0 || stopped != 0) {
+        fprintf(stderr, "cloister down: some processes of %s could not be stopped (their pids "
+                        "stay in cluster.json)\n", c.dir);
         return CLI_FAIL;
+    }
     printf("cloister: cluster in %s stopped (state kept in memory only is gone; the "
            "directory stays)\n", c.dir);
     return CLI_OK;
