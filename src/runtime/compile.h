@@ -58,7 +58,7 @@ typedef struct compile_config {
     const char *dir;                /* cache directory; created 0700 if missing (its parent must exist) */
     const uint8_t *mac_key;         /* COMPILE_KEY_LEN bytes; copied, wiped on close */
     const char *wasm2c;             /* NULL: CLOISTER_WASM2C (found by CMake) */
-    const char *cc;                 /* NULL: "cc" */
+    const char *cc;                 /* NULL: "clang-14" if it runs, else "cc" */
     uint32_t translate_timeout_ms;  /* wasm2c; 0: 60 s */
     uint32_t compile_timeout_ms;    /* cc; 0: 300 s */
 } compile_config;
@@ -108,10 +108,24 @@ int compile_module(compile_cache *c, const uint8_t hash[32], const uint8_t *wasm
     __attribute__((warn_unused_result));
 
 /* Counters since open (for rt_metrics): objects compiled, cache hits,
- * entries that failed verification. */
+ * entries that failed verification, objects compiled without the
+ * memory-base rewrite (generated code not in the shape it knows; logged). */
 typedef struct compile_stats {
-    uint64_t compiles, hits, rejected;
+    uint64_t compiles, hits, rejected, unrewritten;
 } compile_stats;
 void compile_cache_stats(compile_cache *c, compile_stats *out);
+
+/*
+ * The memory-base rewrite of wasm2c's generated C (compile.c, "Memory
+ * base"), exposed for tests.  Appends to `out` the code of src (len bytes,
+ * a fn.c from `wasm2c -n fn`) with every load/store helper call of each
+ * function going through a local copy of the memory's base address;
+ * *sites = how many calls were rewritten.  Returns CL_OK; CL_EINVAL when
+ * src is not in the shape the rewrite was written for (*why, a static
+ * string, says what differs; out is left as it was); CL_ENOMEM.
+ */
+int compile_rewrite_memory_base(const char *src, size_t len, cl_buf *out, size_t *sites,
+                                const char **why)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -72,7 +72,8 @@ typedef struct rt_config {
     size_t max_input_bytes;       /* request body cap (default 4 MiB) */
     int native_workers;           /* pre-forked processes per native function (default 2) */
     int no_inline;                /* 1: every invocation runs on an executor thread */
-    const char *cc;               /* C compiler (default "cc") */
+    const char *cc;               /* C compiler (default: clang-14 when it runs, else "cc":
+                                     clang vectorises the memory-base-rewritten code) */
     const char *wasm2c;           /* wasm2c (default: the one CMake found) */
 } rt_config;
 
