@@ -30,7 +30,7 @@ int cluster_join(const daemon_config *cfg, const char *memcached, const char *ht
     coord_join_config jc = {
         .coordinator = cfg->join,
         .node_id = cfg->node_id,
-        .peer = cfg->peer,
+        .peer = cfg->peer_advertise ? cfg->peer_advertise : cfg->peer,
         .memcached = memcached,
         .http = http,
         .platform_dir = platform_dir(cfg),

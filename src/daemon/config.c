@@ -329,6 +329,11 @@ static int set_peer(daemon_config *cfg, const char *v, char *err, size_t errlen)
     return set_addr(&cfg->peer, "peer", "127.0.0.1:7101", v, err, errlen);
 }
 
+static int set_peer_advertise(daemon_config *cfg, const char *v, char *err, size_t errlen)
+{
+    return set_addr(&cfg->peer_advertise, "peer-advertise", "127.0.0.1:7201", v, err, errlen);
+}
+
 static int set_node_id(daemon_config *cfg, const char *v, char *err, size_t errlen)
 {
     size_t n;
@@ -412,6 +417,9 @@ static const config_option options[] = {
     { "peer", 0, "HOST:PORT", set_peer,
       "with --join: the address other nodes reach this one at for replication (mutual TLS)",
       NULL, 1 },
+    { "peer-advertise", 0, "HOST:PORT", set_peer_advertise,
+      "with --join: the replication address reported to the coordinator, when other nodes "
+      "reach this one through something in front of --peer (a proxy, a NAT)", "the --peer", 1 },
     { "expect-coordinator", 0, "HEX", set_expect_coordinator,
       "with --join: the coordinator's measurement (SHA-256 of its binary) to insist on",
       "this binary's own measurement", 1 },
@@ -590,6 +598,7 @@ void daemon_config_fini(daemon_config *cfg)
     free(cfg->platform_dir);
     free(cfg->join);
     free(cfg->peer);
+    free(cfg->peer_advertise);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -602,9 +611,10 @@ static int check_cluster(daemon_config *cfg, char *err, size_t errlen)
         if (!cfg->manifest)
             return errf(err, errlen, "--coordinator needs --manifest FILE (the allowed "
                         "measurements, nodes and tenants; see docs/ATTESTATION.md)");
-        if (cfg->join || cfg->node_id || cfg->peer || cfg->expect_coordinator_set)
-            return errf(err, errlen, "--join, --node-id, --peer and --expect-coordinator are for "
-                        "nodes, not for the --coordinator");
+        if (cfg->join || cfg->node_id || cfg->peer || cfg->peer_advertise ||
+            cfg->expect_coordinator_set)
+            return errf(err, errlen, "--join, --node-id, --peer, --peer-advertise and "
+                        "--expect-coordinator are for nodes, not for the --coordinator");
         if (tls_files || cfg->tls_ca || cfg->plaintext)
             return errf(err, errlen, "the --coordinator always serves TLS with a certificate from "
                         "its own cluster CA: drop --tls-cert/--tls-key/--tls-ca/--plaintext");
@@ -616,9 +626,9 @@ static int check_cluster(daemon_config *cfg, char *err, size_t errlen)
     if (cfg->manifest)
         return errf(err, errlen, "--manifest is for the --coordinator");
     if (!cfg->join) {
-        if (cfg->node_id || cfg->peer || cfg->expect_coordinator_set)
-            return errf(err, errlen, "--node-id, --peer and --expect-coordinator need --join "
-                        "HOST:PORT (the coordinator's address)");
+        if (cfg->node_id || cfg->peer || cfg->peer_advertise || cfg->expect_coordinator_set)
+            return errf(err, errlen, "--node-id, --peer, --peer-advertise and "
+                        "--expect-coordinator need --join HOST:PORT (the coordinator's address)");
         return 0;
     }
     if (!cfg->node_id)

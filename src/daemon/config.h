@@ -45,6 +45,8 @@ typedef struct daemon_config {
     char *join;          /* coordinator "HOST:PORT": attest and join the cluster */
     int node_id;         /* with --join: this node's id in the manifest */
     char *peer;          /* with --join: replication address "HOST:PORT" */
+    char *peer_advertise;/* with --join: the replication address reported to the
+                            coordinator (e.g. a proxy in front of --peer); NULL = peer */
     int expect_coordinator_set;
     unsigned char expect_coordinator[32]; /* SHA-256 the coordinator must measure as */
     int log_level;       /* CL_LOG_*; after parsing, raised by one per -v */

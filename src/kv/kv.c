@@ -126,11 +126,14 @@ int kv_get(kv_thread *kt, const uint8_t *key, size_t klen, const store_get_opts 
 {
     if (!kt->r)
         return store_get(kt->st, key, klen, opts, sink, arg, meta);
-    if (!(opts && (opts->touch || opts->recache || opts->vivify)) &&
-        repl_mode_of(kt->r, key, klen) == REPL_EVENTUAL)
-        return get_local(kt, key, klen, opts, sink, arg, meta);
-    if (opts && (opts->recache || opts->vivify))
+    /* No value of a replicated store is ever stale (invalidation is
+     * refused), so a plain recache request (meta mg) can never win a token
+     * and is an ordinary read; an early-recache time (mg R) or a vivify
+     * (mg N) needs token state the replicas do not share. */
+    if (opts && (opts->recache_before || opts->vivify))
         return CL_EUNSUPPORTED;
+    if (!(opts && opts->touch) && repl_mode_of(kt->r, key, klen) == REPL_EVENTUAL)
+        return get_local(kt, key, klen, opts, sink, arg, meta);
     repl_val v;
     int rc;
     if (opts && opts->touch) {

@@ -16,7 +16,7 @@
  *   - the CAS id a client sees is the value's replicated version;
  *   - what has no replicated meaning yet is refused with CL_EUNSUPPORTED
  *     rather than answered from one replica: the anti-stampede state of
- *     meta commands (recache, vivify, invalidate, stale-if-older) and
+ *     meta commands (early recache R, vivify N, invalidate, stale-if-older) and
  *     flush_all.  Access times and "fetched" bits stay local.
  *
  * The cluster calls block the calling thread until a quorum answered

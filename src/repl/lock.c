@@ -26,8 +26,12 @@
 #include "../common/log.h"
 
 #define LOCK_HDR (8 + 8 + 8 + 2)
+/* A waiter polls with an RMW round, which competes with the holder's
+ * unlock round on the same register: the delay doubles from 2 ms up to
+ * 64 ms (plus up to as much again at random), so many waiters do not
+ * keep the holder from releasing. */
 #define POLL_MIN_US 2000
-#define POLL_SPAN_US 8000
+#define POLL_MAX_US 64000
 
 struct lockval {
     uint64_t owner, token, lease_end;
@@ -354,7 +358,9 @@ void lock_rmw_done(repl *r, op *o, int rc, const repl_val *val)
         }
         STAT_INC(r, lock_waits);
         o->phase = PH_LOCKWAIT;
-        op_arm(r, o, r->now_us + POLL_MIN_US + repl_rand(r) % POLL_SPAN_US);
+        uint64_t delay = o->polls < 5 ? (uint64_t)POLL_MIN_US << o->polls : POLL_MAX_US;
+        o->polls++;
+        op_arm(r, o, r->now_us + delay + repl_rand(r) % delay);
         return;
     }
     if (rc != CL_OK || !lock_parse(val, &lv)) {

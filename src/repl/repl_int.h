@@ -102,6 +102,7 @@ typedef struct op {
     uint64_t timer_us;            /* next retransmission / end of a wait */
     uint64_t rto_us;
     unsigned attempt;             /* rounds restarted (backoff) */
+    unsigned polls;               /* lock: times found held (poll backoff) */
 
     /* round state */
     nodeset sent, replied, counted, acked, nacked, broken, at_hi, notready;

@@ -270,6 +270,16 @@ static int cluster_unlock(rt_call *c, int i)
         ws[j] = (repl_wkey){c->wset[j].key, c->wset[j].klen, c->wset[j].version};
     int rc = repl_unlock_sync(c->kv->r, c->held[i].name, c->held[i].len, c->owner,
                               c->held[i].token, ws, n);
+    /* An unlock whose outcome is unknown (no quorum in time) is tried
+     * again: a lock left held would block every other holder until its
+     * lease ran out.  A retry after a release that did happen finds the
+     * lock no longer ours (CL_ESTALE): released either way. */
+    for (int tries = 0; tries < 2 && (rc == CL_ETIMEDOUT || rc == CL_ENOQUORUM); tries++) {
+        rc = repl_unlock_sync(c->kv->r, c->held[i].name, c->held[i].len, c->owner,
+                              c->held[i].token, ws, n);
+        if (rc == CL_ESTALE)
+            rc = CL_OK;
+    }
     c->held[i] = c->held[--c->nheld];
     if (c->nheld == 0)
         c->wset_n = 0;

@@ -222,7 +222,7 @@ def locked_under_faults(cl):
 
     f = threading.Thread(target=faults)
     f.start()
-    replies = hammer(cl, "cl", 600, [0, 1], 6)
+    replies = hammer(cl, "cl", 600, [0, 1], 3)
     f.join()
     check(result.get("restarted"), "node 3 was not restarted")
     eq(sorted(replies), list(range(1, 601)), "each value returned once under faults")

@@ -149,6 +149,45 @@ def lost_update_two_cas_one_token(env):
 
 
 @case
+def cas_ids_may_change_model(env):
+    """lincheck.CAS_IDS_MAY_CHANGE (what the cluster tests use): an
+    operation that changes nothing may give the value a fresh CAS id, so a
+    cas with the older id may answer EXISTS and a later gets may show a new
+    id for the same value; values stay strict and a lost update through a
+    stale id is still a violation."""
+    def remint():
+        h = Hist().op(0, "set", ["v1"], "STORED", 0, 1).op(1, "gets", [], ["v1", 5], 2, 3)
+        h.op(2, "add", ["zz"], "NOT_STORED", 4, 5)
+        return h.op(1, "gets", [], ["v1", 6], 6, 7)
+    def spurious_exists():
+        h = Hist().op(0, "set", ["v1"], "STORED", 0, 1).op(1, "gets", [], ["v1", 5], 2, 3)
+        return h.op(2, "get", [], "v1", 4, 5).op(1, "cas", ["v2", 5], "EXISTS", 6, 7)
+    def lost_update():
+        h = Hist().op(0, "set", ["v1"], "STORED", 0, 1).op(1, "gets", [], ["v1", 5], 2, 3)
+        h.op(2, "set", ["v2"], "STORED", 4, 5)
+        return h.op(1, "cas", ["v3", 5], "STORED", 6, 7)
+    def stale_value():
+        h = Hist().op(0, "set", ["v1"], "STORED", 0, 1).op(2, "set", ["v2"], "STORED", 2, 3)
+        return h.op(1, "get", [], "v1", 4, 5)
+    def old_id_again():
+        h = remint()
+        return h.op(2, "gets", [], ["v1", 5], 8, 9)      # the id cannot come back
+    saved = L.CAS_IDS_MAY_CHANGE
+    try:
+        L.CAS_IDS_MAY_CHANGE = False
+        expect_violation(remint(), "strict: a new id for an unchanged value")
+        expect_violation(spurious_exists(), "strict: cas refused though nothing changed")
+        L.CAS_IDS_MAY_CHANGE = True
+        expect_ok(remint(), "relaxed: a new id after an operation that changed nothing")
+        expect_ok(spurious_exists(), "relaxed: cas with an id that may have moved on")
+        expect_violation(lost_update(), "relaxed: cas with an id of an overwritten value")
+        expect_violation(stale_value(), "relaxed: stale read")
+        expect_violation(old_id_again(), "relaxed: an id that moved on comes back")
+    finally:
+        L.CAS_IDS_MAY_CHANGE = saved
+
+
+@case
 def read_of_value_never_written(env):
     h = Hist().op(1, "set", ["a"], "STORED", 0, 5).op(2, "get", [], "b", 1, 6)
     expect_violation(h, "value never written", mention="expected")
