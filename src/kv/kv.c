@@ -54,20 +54,6 @@ static int get_into_scratch(kv_thread *kt, const uint8_t *key, size_t klen, repl
     }
 }
 
-static int rmw_into_scratch(kv_thread *kt, const uint8_t *key, size_t klen, repl_rmw_fn fn,
-                            void *arg, repl_val *out)
-{
-    if (scratch_ready(kt) != CL_OK)
-        return CL_ENOMEM;
-    for (;;) {
-        int rc = repl_rmw_sync(kt->r, key, klen, fn, arg, kt->scratch.data, kt->scratch.cap, out);
-        if (rc != CL_ETOOBIG || out->len <= kt->scratch.cap)
-            return rc;
-        if (cl_buf_reserve(&kt->scratch, out->len) != CL_OK)
-            return CL_ENOMEM;
-    }
-}
-
 /* Hands a value to a store_get sink, as store_get does. */
 static int deliver(const repl_val *v, store_sink_fn sink, void *arg, store_meta *meta)
 {
@@ -85,11 +71,19 @@ static int deliver(const repl_val *v, store_sink_fn sink, void *arg, store_meta 
     return CL_OK;
 }
 
-/* One CASPaxos read-modify-write (repl/ops.h) into the scratch buffer. */
+/* One CASPaxos read-modify-write (repl/ops.h); the value after it in the
+ * scratch buffer.  The buffer is made large enough for any value first:
+ * an answer that did not fit would come back as CL_ETOOBIG after the
+ * operation took effect, and running it again (as a read may be) would
+ * apply an append or an incr twice.  CL_ETOOBIG is then the operation's
+ * own answer (the result would exceed --max-value). */
 static int run_op(kv_thread *kt, const uint8_t *key, size_t klen, repl_op *op, repl_val *out)
 {
     op->max_len = kt->max_value;
-    int rc = rmw_into_scratch(kt, key, klen, repl_op_fn, op, out);
+    int rc = cl_buf_reserve(&kt->scratch, kt->max_value + REPL_OP_OVERHEAD);
+    if (rc == CL_OK)
+        rc = repl_rmw_sync(kt->r, key, klen, repl_op_fn, op, kt->scratch.data, kt->scratch.cap,
+                           out);
     repl_op_fini(op);
     return rc;
 }
