@@ -144,27 +144,59 @@ static int sha256_file_hex(const char *path, char hex[65])
     return 0;
 }
 
-/* Picks `count` distinct free loopback ports (all bound at once, then
- * released, so they differ from each other). */
+/* The lowest port the kernel hands out for bind(port 0) and outgoing
+ * connections; 32768 when it cannot be read. */
+static int ephemeral_low(void)
+{
+    int lo = 32768, hi;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d %d", &lo, &hi) != 2)
+            lo = 32768;
+        fclose(f);
+    }
+    return lo;
+}
+
+/* Picks `count` distinct free loopback ports, all bound at once and then
+ * released.  They come from below the kernel's ephemeral range, at
+ * random: a port the kernel chose could be handed to someone else's
+ * outgoing connection before our node listens on it, and two clusters
+ * started at once would otherwise be offered the same ports.  (The
+ * window between release and listen remains; cmd_up retries.) */
 static int pick_ports(int count, int *ports)
 {
     int fds[3 * UP_MAX_NODES + 1];
-    int rc = 0, i;
-    for (i = 0; i < count; i++) {
+    int low = ephemeral_low(), base = 20000;
+    int range = low > base + 1000 ? low - base : 0;  /* 0: let the kernel choose */
+    uint32_t seed;
+    if (RAND_bytes((uint8_t *)&seed, sizeof seed) != 1)
+        seed = (uint32_t)getpid() * 2654435761u;
+    int rc = 0, i = 0, attempts = 0;
+    while (i < count) {
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         socklen_t al = sizeof a;
-        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-        if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&a, sizeof a) != 0 ||
-            getsockname(fds[i], (struct sockaddr *)&a, &al) != 0) {
+        seed = seed * 1664525u + 1013904223u;
+        if (range && attempts++ < 64 * count)
+            a.sin_port = htons((uint16_t)(base + (seed >> 8) % (uint32_t)range));
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fds[i] < 0) {
             rc = -1;
-            i++;
             break;
         }
-        ports[i] = ntohs(a.sin_port);
+        if (bind(fds[i], (struct sockaddr *)&a, sizeof a) != 0 ||
+            getsockname(fds[i], (struct sockaddr *)&a, &al) != 0) {
+            close(fds[i]);
+            if (a.sin_port == 0) {      /* the kernel could not find one either */
+                rc = -1;
+                break;
+            }
+            continue;                   /* taken: draw again */
+        }
+        ports[i++] = ntohs(a.sin_port);
     }
     while (i-- > 0)
-        if (fds[i] >= 0)
-            close(fds[i]);
+        close(fds[i]);
     return rc;
 }
 
@@ -488,6 +520,67 @@ static int stop_everything(up_cluster *c)
     return rc;
 }
 
+/* 1 if the log at path says a listen failed because the port was taken. */
+static int log_says_port_taken(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[1024];
+    int taken = 0;
+    while (!taken && fgets(line, sizeof line, f))
+        taken = strstr(line, "Address already in use") != NULL;
+    fclose(f);
+    return taken;
+}
+
+#define UP_PORT_TAKEN 2
+
+/* One attempt at starting the coordinator and every node on fresh ports:
+ * 0, UP_PORT_TAKEN when a process could not listen because something
+ * else took its port after we picked it, or -1. */
+static int up_once(up_cluster *c, const char *token)
+{
+    int ports[3 * UP_MAX_NODES + 1];
+    if (pick_ports(3 * c->n + 1, ports) != 0) {
+        fprintf(stderr, "cloister up: cannot find free ports on 127.0.0.1\n");
+        return -1;
+    }
+    snprintf(c->coordinator, sizeof c->coordinator, "127.0.0.1:%d", ports[0]);
+    for (int i = 0; i < c->n; i++) {
+        up_node *nd = &c->nodes[i];
+        nd->id = i + 1;
+        nd->pid = 0;
+        snprintf(nd->memcached, sizeof nd->memcached, "127.0.0.1:%d", ports[1 + 3 * i]);
+        snprintf(nd->http, sizeof nd->http, "127.0.0.1:%d", ports[2 + 3 * i]);
+        snprintf(nd->peer, sizeof nd->peer, "127.0.0.1:%d", ports[3 + 3 * i]);
+    }
+    if (write_manifest(c, token) != 0 || save_cluster(c) != 0) {
+        fprintf(stderr, "cloister up: cannot write to %s\n", c->dir);
+        return -1;
+    }
+    char log[PATH_MAX + 48];
+    if (start_coordinator(c) != 0) {
+        snprintf(log, sizeof log, "%s/coordinator/cloisterd.log", c->dir);
+        return log_says_port_taken(log) ? UP_PORT_TAKEN : -1;
+    }
+    save_cluster(c);
+    if (attest_client(c, token) != 0) {
+        fprintf(stderr, "cloister up: attesting the coordinator failed (see 'cloister attest "
+                        "--coordinator %s --expect %s')\n", c->coordinator, c->measurement);
+        return -1;
+    }
+    printf("cloister: coordinator attested; cluster CA and client certificate in %s\n", c->dir);
+    for (int i = 0; i < c->n; i++) {
+        if (start_node(c, &c->nodes[i]) != 0) {
+            snprintf(log, sizeof log, "%s/node-%d/cloisterd.log", c->dir, c->nodes[i].id);
+            return log_says_port_taken(log) ? UP_PORT_TAKEN : -1;
+        }
+        save_cluster(c);
+    }
+    return 0;
+}
+
 int cmd_up(const cli_opts *o)
 {
     up_cluster c;
@@ -531,19 +624,6 @@ int cmd_up(const cli_opts *o)
         fprintf(stderr, "cloister up: cannot read %s\n", c.cloisterd);
         return CLI_FAIL;
     }
-    int ports[3 * UP_MAX_NODES + 1];
-    if (pick_ports(3 * c.n + 1, ports) != 0) {
-        fprintf(stderr, "cloister up: cannot find free ports on 127.0.0.1\n");
-        return CLI_FAIL;
-    }
-    snprintf(c.coordinator, sizeof c.coordinator, "127.0.0.1:%d", ports[0]);
-    for (int i = 0; i < c.n; i++) {
-        up_node *nd = &c.nodes[i];
-        nd->id = i + 1;
-        snprintf(nd->memcached, sizeof nd->memcached, "127.0.0.1:%d", ports[1 + 3 * i]);
-        snprintf(nd->http, sizeof nd->http, "127.0.0.1:%d", ports[2 + 3 * i]);
-        snprintf(nd->peer, sizeof nd->peer, "127.0.0.1:%d", ports[3 + 3 * i]);
-    }
     uint8_t rnd[16];
     char token[33];
     if (RAND_bytes(rnd, sizeof rnd) != 1)
@@ -552,31 +632,20 @@ int cmd_up(const cli_opts *o)
         snprintf(token + 2 * i, 3, "%02x", rnd[i]);
     printf("cloister: cluster of %d node%s in %s, %s consistency, measurement %.16s...\n", c.n,
            c.n == 1 ? "" : "s", c.dir, c.consistency, c.measurement);
-    if (write_manifest(&c, token) != 0 || save_cluster(&c) != 0) {
-        fprintf(stderr, "cloister up: cannot write to %s\n", c.dir);
-        return CLI_FAIL;
-    }
-    if (start_coordinator(&c) != 0)
-        goto fail;
-    save_cluster(&c);
-    if (attest_client(&c, token) != 0) {
-        fprintf(stderr, "cloister up: attesting the coordinator failed (see 'cloister attest "
-                        "--coordinator %s --expect %s')\n", c.coordinator, c.measurement);
-        goto fail;
-    }
-    printf("cloister: coordinator attested; cluster CA and client certificate in %s\n", c.dir);
-    for (int i = 0; i < c.n; i++) {
-        if (start_node(&c, &c.nodes[i]) != 0)
-            goto fail;
+    for (int attempt = 1;; attempt++) {
+        int rc = up_once(&c, token);
+        if (rc == 0)
+            break;
+        (void)stop_everything(&c);
         save_cluster(&c);
+        if (rc != UP_PORT_TAKEN || attempt == 4)
+            return CLI_FAIL;
+        printf("cloister: a port was taken by another program meanwhile; "
+               "trying again with new ports\n");
     }
     printf("cloister: cluster up.  Try:\n  cloister --dir %s status\n"
            "  cloister --dir %s kv set greeting hello\n", dir, dir);
     return CLI_OK;
-fail:
-    (void)stop_everything(&c);
-    save_cluster(&c);
-    return CLI_FAIL;
 }
 
 int cmd_down(const cli_opts *o)

@@ -255,18 +255,7 @@ def arm_deadline(test_file, margin=25):
 # ---------------------------------------------------------------------------
 # Small helpers
 
-def free_ports(count):
-    """count distinct free loopback ports (bound together, then released)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+free_ports = H.free_ports
 
 
 def sha256_file(path):
@@ -548,13 +537,25 @@ class ManualCluster(Cluster):
         self._logs = {}
 
     def up(self):
-        os.makedirs(self.dir)
         reaper().register_dir(self.env.tmp, remove=not self.env.opts.keep)
-        try:
-            self._up()
-        except BaseException:
-            self.down(check_logs=False)
-            raise
+        for attempt in range(1, 4):
+            os.makedirs(self.dir)
+            try:
+                self._up()
+                return self
+            except H.Failure as e:
+                self.down(check_logs=False)
+                if "Address already in use" not in str(e) or attempt == 3:
+                    raise
+            except BaseException:
+                self.down(check_logs=False)
+                raise
+            # Another program took a port between our pick and a listen:
+            # keep the logs aside and start again on new ports.
+            self.env.log("a port was taken meanwhile; starting again on new ports")
+            os.rename(self.dir, "%s-port-clash-%d" % (self.dir, attempt))
+            self._down = False
+            self.procs, self.proxies, self._logs = {}, {}, {}
         return self
 
     def _up(self):

@@ -320,10 +320,48 @@ def _pdeathsig():
         pass
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(count):
+    """count distinct free loopback ports, bound together and released.
+
+    They are drawn at random from below the kernel's ephemeral range: a
+    port the kernel picks for bind(0) may be handed to someone's outgoing
+    connection (or to a test running in parallel) before our server
+    listens on it.  The window between release and listen remains."""
+    low, base = _ephemeral_low(), 20000
+    rng = random.SystemRandom()
+    socks = []
+    try:
+        attempts = 0
+        while len(socks) < count:
+            s = socket.socket()
+            port = 0
+            if low > base + 1000 and attempts < 64 * count:
+                port = rng.randrange(base, low)
+            attempts += 1
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                if port == 0:
+                    raise
+                continue
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class Server:
