@@ -12,8 +12,9 @@
  *   lock:   RMW(acquire) --granted--> CATCHUP: one FETCH child per release-
  *                                     set key this node is behind on --all
  *                                     done--> CL_OK(token)
- *                        --held by another--> LOCKWAIT --poll--> RMW again
- *                                                      --wait over--> CL_ETIMEDOUT
+ *                        --held by another--> LOCKWAIT --poll: read--> RMW again
+ *                                                   ^      (held: LOCKWAIT) when free
+ *                                                   --wait over--> CL_ETIMEDOUT
  *   unlock: [eventual write set: PUSH it (acknowledged) to a majority]
  *           -> RMW(release: owner and token must match, else CL_ESTALE)
  *
@@ -26,12 +27,13 @@
 #include "../common/log.h"
 
 #define LOCK_HDR (8 + 8 + 8 + 2)
-/* A waiter polls with an RMW round, which competes with the holder's
- * unlock round on the same register: the delay doubles from 2 ms up to
- * 64 ms (plus up to as much again at random), so many waiters do not
- * keep the holder from releasing. */
-#define POLL_MIN_US 2000
-#define POLL_MAX_US 64000
+/* A waiter polls by reading the register (an ABD read raises no promise,
+ * so waiters do not compete with the holder's unlock round), and tries
+ * the acquire RMW again only when the read finds the lock free or its
+ * lease over.  The delay doubles from 1 ms up to 32 ms (plus up to as
+ * much again at random). */
+#define POLL_MIN_US 1000
+#define POLL_MAX_US 32000
 
 struct lockval {
     uint64_t owner, token, lease_end;
@@ -257,6 +259,8 @@ void fetch_on_reply(repl *r, op *o, int from, const wire_reply *rp)
 static void lock_rmw_start(repl *r, op *o)
 {
     o->phase = PH_NEW;
+    o->polling = 0;
+    o->read_only = 0;
     o->first_ts = 0;
     o->n_tries = 0;
     o->fn = o->kind == OPK_LOCK ? acquire_fn : release_fn;
@@ -351,6 +355,20 @@ void lock_rmw_done(repl *r, op *o, int rc, const repl_val *val)
         return;
     }
     struct lockval lv;
+    if (o->polling) { /* a read of the register while waiting */
+        o->polling = 0;
+        o->read_only = 0;
+        uint64_t now = repl_wall_ms(r);
+        int free_now = rc == CL_ENOTFOUND;
+        if (rc == CL_OK) /* unreadable counts as free: acquire_fn repairs it */
+            free_now = !lock_parse(val, &lv) || !lv.owner || lv.lease_end < now ||
+                       lv.owner == o->owner;
+        if (free_now) {
+            lock_rmw_start(r, o);
+            return;
+        }
+        rc = CL_EAGAIN; /* held, or the read failed: wait and read again */
+    }
     if (rc == CL_EAGAIN) {
         if (r->now_us >= o->wait_until_us) {
             op_finish(r, o, CL_ETIMEDOUT, NULL, 0);
@@ -359,6 +377,8 @@ void lock_rmw_done(repl *r, op *o, int rc, const repl_val *val)
         STAT_INC(r, lock_waits);
         o->phase = PH_LOCKWAIT;
         uint64_t delay = o->polls < 5 ? (uint64_t)POLL_MIN_US << o->polls : POLL_MAX_US;
+        if (delay > POLL_MAX_US)
+            delay = POLL_MAX_US;
         o->polls++;
         op_arm(r, o, r->now_us + delay + repl_rand(r) % delay);
         return;
@@ -425,7 +445,7 @@ void lock_timer(repl *r, op *o)
             op_finish(r, o, CL_ETIMEDOUT, NULL, 0);
             return;
         }
-        lock_rmw_start(r, o);
+        strong_poll(r, o);
         break;
     case PH_PUSH:
         o->rto_us = o->rto_us * 2 > 1000000 ? 1000000 : o->rto_us * 2;

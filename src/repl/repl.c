@@ -214,6 +214,8 @@ void rec_to_val(const wire_rec *rec, uint64_t now_ms, repl_val *v)
     if (blob_split(rec->blob, rec->blen, rec->xbit, &vec, &d, &dl)) {
         v->data = d;
         v->len = dl;
+        if (vec.b[VEC_ORIGIN]) /* re-proposed unchanged: the CAS id of its last change */
+            v->version = vec.b[VEC_ORIGIN];
     }
 }
 

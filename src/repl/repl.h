@@ -8,17 +8,20 @@
  *   Versions.  Every value carries a version ts = hlc << 8 | node_id
  *   (hlc.h: a hybrid logical clock, node ids 1..n): one totally ordered
  *   space for ABD timestamps, CASPaxos ballots and eventual-mode stamps,
- *   unique per node, roughly following real time.  The version is also
- *   the CAS id memcached clients see (gets, mg c).
+ *   unique per node, roughly following real time.  The CAS id memcached
+ *   clients see (gets, mg c) is the version of the value's last change:
+ *   a re-proposal of an unchanged value under a newer ballot keeps it
+ *   (the value records it, "origin" below).
  *   Replica state per key: accepted = (ts, value or tombstone) in the
  *   local store (store.h versions and tombstones) and a promised ballot p
  *   (trusted memory, a table indexed by key hash: keys that hash alike
  *   share a slot, which only rejects more; plus a floor for every key,
  *   raised by recovery fences).  Replica rules (spec/repl.pml checks them):
  *     QUERY            -> reply (accepted.ts, value if the proposer's ts differs).
- *     WRITE(ts, v)     -> ts < p_key: NACK(p_key) (p_key: the key's slot,
- *                         without the recovery floor, which only has to
- *                         stop old ballots).  ts > accepted.ts (or ts >=
+ *     WRITE(ts, v)     -> ts < p: NACK(p) (p includes the recovery floor:
+ *                         a restarted replica's copy may predate this
+ *                         write, so no vote below its fence may count).
+ *                         ts > accepted.ts (or ts >=
  *                         accepted.ts with the REPAIR flag: the proposer saw
  *                         the copy fail its integrity check): accepted =
  *                         (ts, v).  ACK (also when already newer).
@@ -37,8 +40,18 @@
  *   QUERY).  A node runs one write per key at a time (later ones queue),
  *   so "my entry >= my first ballot" tells a retrying RMW that an earlier
  *   attempt of its own was chosen: it completes with that attempt's
- *   result instead of applying its function twice.  (The vector lives in
- *   the sealed value; store xbit marks values that have one.)
+ *   result instead of applying its function twice.  Two more entries:
+ *   "blind", the version of the newest blind write the value descends
+ *   from (a blind write sets it to its own version, everything else
+ *   inherits it; a value without a vector is a blind write itself), and
+ *   "origin", the version of the value's last change when a re-proposal
+ *   gave it a newer one.  A blind write inherits a vector that may be
+ *   older than an RMW attempt in flight, and can overwrite that attempt
+ *   after it was chosen: so a retrying RMW that wrote before, finds no
+ *   entry of its own, and finds "blind" newer than its first write
+ *   cannot tell, and reports CL_ETIMEDOUT (unknown) rather than apply f
+ *   again (spec/README.md, finding 2).  (The vector lives in the sealed
+ *   value; store xbit marks values that have one.)
  *   Proposer (the node a client talks to; it is also a replica, applied
  *   locally without a message):
  *     get (ABD read):  QUERY all, wait for a majority.  All carry the same
@@ -47,14 +60,18 @@
  *                      majority.  If a promise refuses the write-back (an
  *                      RMW in progress, a shared promise slot), the read
  *                      finishes as a CASPaxos round that re-proposes the
- *                      newest value (which then gets a new version).
+ *                      newest value (a new version, the same CAS id).  So
+ *                      does a write-back a majority can no longer ACK.
  *     set / blind delete (ABD write): QUERY a majority for the newest ts
  *                      (and promise), WRITE(new version above both) to all,
  *                      wait for a majority of ACKs.  If the WRITE cannot
  *                      get a majority: retry only when every replica
  *                      NACKed and none holds the version (then none ever
  *                      will); otherwise the outcome is unknown:
- *                      CL_ETIMEDOUT.
+ *                      CL_ETIMEDOUT.  (A write racing a recovery fence
+ *                      can end so.)  A recovering proposer makes no
+ *                      version before its fence is known (its clock is
+ *                      then above it).
  *     read-modify-write (CASPaxos: cas, add, replace, append, prepend,
  *                      incr, decr, delete with a reply, touch, locks):
  *                      PREPARE(b) to all; on a majority of PROMISEs take
@@ -97,7 +114,9 @@
  *   the lock is free, its lease has run out, or the owner already holds
  *   it (lease renewed, same token); a new grant's token is the previous
  *   token + 1, so tokens of one lock strictly increase.  While it is held
- *   by another, the request polls (every few ms) until wait_ms.
+ *   by another, the request polls (every few ms, by ABD reads, which raise
+ *   no promise) until wait_ms, and runs the acquire RMW again when a read
+ *   finds the lock free or its lease over.
  *   repl_unlock (in eventual mode after pushing the written values to a
  *   majority) stores the releaser's write set merged into the lock's
  *   release set (eventual-mode keys only: strong keys are linearizable

@@ -94,6 +94,7 @@ typedef struct op {
     uint8_t in_ktab;
     uint8_t local_broken;         /* the local copy failed its check: ask peers for values */
     uint8_t read_only;            /* a get finishing as a CASPaxos keep (strong.c) */
+    uint8_t polling;              /* a waiting lock reading its register (strong_poll) */
     uint64_t uid;                 /* unique per op (timer pass) */
     uint32_t slot;                /* op table slot (NSLOTS: none) */
     uint64_t rid;                 /* request id of the current round */
@@ -284,6 +285,9 @@ void strong_unqueue(repl *r, op *o);          /* a queued op leaves its key's qu
 /* Starts the CASPaxos part of an op (RMW, lock, unlock): queues behind an
  * earlier write of the same key from this node, or begins an attempt. */
 void strong_rmw_begin(repl *r, op *o);
+/* A read of a lock op's register (ABD, no promise raised), completing
+ * through lock_rmw_done with o->polling set. */
+void strong_poll(repl *r, op *o);
 
 /* ---- eventual.c ------------------------------------------------------------------ */
 void ev_begin(repl *r, op *o);

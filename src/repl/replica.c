@@ -26,16 +26,6 @@ uint64_t promise_of(repl *r, uint64_t khash)
     return p > r->promise_floor ? p : r->promise_floor;
 }
 
-/* The promise a WRITE must respect: the key's slot only, not the floor.
- * The floor (recovery fence) exists to stop ballots promised before a
- * crash from completing, which refusing their PREPAREs and ACCEPTs does;
- * a WRITE is no ballot, and refusing writes below the floor would keep
- * every value older than the fence from ever being written back. */
-static uint64_t write_promise(repl *r, uint64_t khash)
-{
-    return r->promise[khash & (((uint64_t)1 << PROMISE_BITS) - 1)];
-}
-
 void promise_raise(repl *r, uint64_t khash, uint64_t b)
 {
     uint64_t *p = &r->promise[khash & (((uint64_t)1 << PROMISE_BITS) - 1)];
@@ -73,7 +63,7 @@ void replica_write(repl *r, const uint8_t *key, size_t klen, const wire_rec *rec
                    struct rr *out)
 {
     uint64_t h = repl_key_hash(key, klen);
-    uint64_t p = write_promise(r, h);
+    uint64_t p = promise_of(r, h); /* the recovery floor included (spec/README.md, 1) */
     hlc_observe(&r->clock, version_hlc(rec->version));
     out->promise = p;
     if (rec->version >= p && !repair) { /* the common case: one store call */

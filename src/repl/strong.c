@@ -318,6 +318,10 @@ static void backoff(repl *r, op *o)
 
 static void restart(repl *r, op *o)
 {
+    if (o->polling && !o->read_only) {
+        get_round(r, o);
+        return;
+    }
     switch (o->kind) {
     case OPK_GET:
         get_round(r, o);
@@ -490,12 +494,20 @@ static void check_get(repl *r, op *o)
         complete_rec(r, o, CL_OK, &rec);
         return;
     }
-    if (count(o->nacked) > r->n - r->maj) {
+    /* Replicas that may still ACK: not NACKed, and answered or reachable. */
+    nodeset may = (nodeset)(((o->acked | r->up) & peers_all(r)) & ~o->nacked & ~o->notready);
+    if (r->ready && !(o->nacked & bit(r->self)))
+        may |= bit(r->self);
+    may |= o->acked;
+    if (count(may) < r->maj) {
         /* A promise above hi refuses the write-back: an RMW in progress,
-         * or a promise slot shared with a busier key.  Finish the read as
-         * a CASPaxos round instead (fn NULL: keep), which can always go
-         * above a promise; the value gets a new version. */
-        o->kind = OPK_RMW;
+         * a promise slot shared with a busier key, or the recovery fence
+         * of a restarted replica (a value older than the fence cannot be
+         * written back to it).  Finish the read as a CASPaxos round
+         * instead (fn NULL: keep), which can always go above a promise;
+         * the value gets a new version and keeps its CAS id. */
+        if (o->kind == OPK_GET)
+            o->kind = OPK_RMW;
         o->fn = NULL;
         o->read_only = 1;
         rmw_attempt(r, o);
@@ -539,7 +551,7 @@ static int blob_build(rval *v, const rvec *vec, const uint8_t *data, size_t len)
 {
     v->blob.len = 0;
     int has = 0;
-    for (int i = 1; i <= REPL_MAX_NODES; i++)
+    for (int i = 1; i < VEC_SLOTS; i++)
         has |= vec->b[i] != 0;
     v->xbit = (uint8_t)has;
     size_t hl = has ? wire_vec_size(vec) : 0;
@@ -556,12 +568,27 @@ static int blob_build(rval *v, const rvec *vec, const uint8_t *data, size_t len)
 
 static void put_write(repl *r, op *o)
 {
+    if (!r->ready && r->rec_phase < 2) {
+        /* Recovering, before its fence is known: a version made now could
+         * fall below the fence its peers are about to take, and they would
+         * refuse it.  Once the fence is set, this clock is above it. */
+        backoff(r, o);
+        return;
+    }
     uint64_t floor = o->seen > o->hi ? o->seen : o->hi;
     rvec vec;
     memset(&vec, 0, sizeof vec);
     if (o->hivec_ok)
         vec = o->hivec;
     o->acc.version = repl_new_version(r, floor);
+    /* A new value: its own CAS id; and a blind write, so a retrying RMW
+     * can tell it may have hidden an attempt (a value without a vector
+     * is a blind write by itself: see blind_of). */
+    vec.b[VEC_ORIGIN] = 0;
+    vec.b[VEC_BLIND] = 0;
+    for (int i = 1; i <= REPL_MAX_NODES; i++)
+        if (vec.b[i])
+            vec.b[VEC_BLIND] = o->acc.version;
     o->acc.flags = o->v_flags;
     o->acc.exptime = o->v_exptime;
     o->acc.kind = o->v_present ? REC_VALUE : REC_TOMB;
@@ -688,6 +715,34 @@ static void accept_round(repl *r, op *o)
     check(r, o);
 }
 
+/* The newest blind write value v (with history clock vec) descends from:
+ * a value without a vector was written by one. */
+static uint64_t blind_of(const rval *v, const rvec *vec)
+{
+    if (v->kind == REC_NONE)
+        return 0;
+    return v->xbit ? vec->b[VEC_BLIND] : v->version;
+}
+
+/* v's CAS id: the version of its last real change. */
+static uint64_t origin_of(const rval *v, const rvec *vec)
+{
+    return vec->b[VEC_ORIGIN] ? vec->b[VEC_ORIGIN] : v->version;
+}
+
+/* Ends an RMW (or lock op) with rc and no value. */
+static void rmw_fail(repl *r, op *o, int rc)
+{
+    repl_val none = { 0 };
+    if (o->kind == OPK_LOCK || o->kind == OPK_UNLOCK) {
+        if (o->in_ktab)
+            strong_key_release(r, o);
+        lock_rmw_done(r, o, rc, &none);
+        return;
+    }
+    op_finish(r, o, rc, &none, 0);
+}
+
 static struct attempt *attempt_find(op *o, uint64_t ballot)
 {
     for (unsigned i = 0; i < o->n_tries; i++)
@@ -709,8 +764,12 @@ static void rmw_decide(repl *r, op *o)
     rvec vec;
     const uint8_t *d;
     size_t dl;
-    if (!blob_split(cur_rec.blob, cur_rec.blen, cur_rec.xbit, &vec, &d, &dl))
+    if (!blob_split(cur_rec.blob, cur_rec.blen, cur_rec.xbit, &vec, &d, &dl)) {
         memset(&vec, 0, sizeof vec);
+        d = cur_rec.blob;
+        dl = cur_rec.blen;
+    }
+    uint64_t blind = blind_of(&o->best, &vec);
 
     /* the current value re-proposed under ballot b (a keep, or finishing) */
     o->acc.version = b;
@@ -737,6 +796,14 @@ static void rmw_decide(repl *r, op *o)
             return;
         }
         o->keep_res = a;
+    } else if (o->n_tries && blind > o->tries[0].ballot) {
+        /* No attempt of ours in the history, but a blind write newer than
+         * our first one: it may have overwritten a chosen attempt (which
+         * then never reached the clock we read).  Running f again could
+         * apply it twice; the outcome is unknown (spec/README.md, 2). */
+        STAT_INC(r, rmw_dedup);
+        rmw_fail(r, o, CL_ETIMEDOUT);
+        return;
     } else {
         repl_val cur, next;
         rec_to_val(&cur_rec, repl_wall_ms(r), &cur);
@@ -765,6 +832,8 @@ static void rmw_decide(repl *r, op *o)
             a->data.len = 0;
             size_t nlen = next.present ? next.len : 0;
             vec.b[r->self] = b;
+            vec.b[VEC_BLIND] = blind;
+            vec.b[VEC_ORIGIN] = 0;
             o->acc.flags = next.flags;
             o->acc.exptime = next.exptime;
             o->acc.kind = next.present ? REC_VALUE : REC_TOMB;
@@ -782,30 +851,32 @@ static void rmw_decide(repl *r, op *o)
         if (agree) {
             if (o->keep_rc == CL_OK)
                 complete_rec(r, o, CL_OK, &cur_rec);
-            else {
-                repl_val none = { 0 };
-                if (o->kind == OPK_LOCK || o->kind == OPK_UNLOCK) {
-                    if (o->in_ktab)
-                        strong_key_release(r, o);
-                    lock_rmw_done(r, o, o->keep_rc, &cur);
-                } else {
-                    op_finish(r, o, o->keep_rc, &none, 0);
-                }
+            else if (o->kind == OPK_LOCK || o->kind == OPK_UNLOCK) {
+                if (o->in_ktab)
+                    strong_key_release(r, o);
+                lock_rmw_done(r, o, o->keep_rc, &cur);
+            } else {
+                rmw_fail(r, o, o->keep_rc);
             }
             return;
         }
     }
     /* re-propose the current value under b: it may sit on a minority only
-     * (F2), and a chosen b buries our earlier attempts.  "Never written"
+     * (F2), and a chosen b buries our earlier attempts.  The value keeps
+     * its CAS id (origin) and its blind-write ancestry.  "Never written"
      * is re-proposed as a tombstone (still absent). */
     if (o->best.kind == REC_NONE) {
         o->acc.kind = REC_TOMB;
         o->acc.xbit = 0;
         o->acc.flags = 0;
         o->acc.exptime = 0;
-    } else if (cl_buf_append(&o->acc.blob, o->best.blob.data, o->best.blob.len) != CL_OK) {
-        op_finish(r, o, o->n_tries ? CL_ETIMEDOUT : CL_ENOMEM, NULL, 0);
-        return;
+    } else {
+        vec.b[VEC_BLIND] = blind;
+        vec.b[VEC_ORIGIN] = origin_of(&o->best, &vec);
+        if (blob_build(&o->acc, &vec, d, dl) != CL_OK) {
+            op_finish(r, o, o->n_tries ? CL_ETIMEDOUT : CL_ENOMEM, NULL, 0);
+            return;
+        }
     }
     accept_round(r, o);
 }
@@ -867,16 +938,29 @@ static void check_rmw(repl *r, op *o)
 
 static void check(repl *r, op *o)
 {
-    switch (o->kind) {
-    case OPK_GET:
+    switch (o->phase) {
+    case PH_QUERY:
+    case PH_WRITEBACK:
         check_get(r, o);
         break;
-    case OPK_PUT:
+    case PH_WQUERY:
+    case PH_WRITE:
         check_put(r, o);
         break;
-    default:
+    case PH_PREPARE:
+    case PH_ACCEPT:
         check_rmw(r, o);
+        break;
+    default:
+        break;
     }
+}
+
+void strong_poll(repl *r, op *o)
+{
+    o->polling = 1;
+    o->read_only = 0;
+    get_round(r, o);
 }
 
 void strong_begin(repl *r, op *o)

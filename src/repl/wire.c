@@ -88,12 +88,12 @@ int wire_vec_get(wire_rd *r, rvec *v)
 {
     memset(v, 0, sizeof *v);
     uint8_t n = wire_u8(r);
-    if (n > REPL_MAX_NODES)
+    if (n > VEC_SLOTS - 1)
         r->bad = 1;
     for (unsigned i = 0; i < n && !r->bad; i++) {
         uint8_t node = wire_u8(r);
         uint64_t b = wire_u64(r);
-        if (node < 1 || node > REPL_MAX_NODES)
+        if (node < 1 || node >= VEC_SLOTS)
             r->bad = 1;
         else
             v->b[node] = b;
@@ -178,7 +178,7 @@ uint8_t *wire_put_rec(uint8_t *p, const wire_rec *r)
 size_t wire_vec_size(const rvec *v)
 {
     size_t n = 1;
-    for (int i = 1; i <= REPL_MAX_NODES; i++)
+    for (int i = 1; i < VEC_SLOTS; i++)
         n += v->b[i] ? 9 : 0;
     return n;
 }
@@ -187,7 +187,7 @@ uint8_t *wire_put_vec(uint8_t *p, const rvec *v)
 {
     uint8_t *count = p++;
     uint8_t n = 0;
-    for (int i = 1; i <= REPL_MAX_NODES; i++) {
+    for (int i = 1; i < VEC_SLOTS; i++) {
         if (!v->b[i])
             continue;
         p = wire_put_u8(p, (uint8_t)i);

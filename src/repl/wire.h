@@ -55,7 +55,11 @@
 #define WIRE_VERSION 1
 #define WIRE_KEY_MAX 250
 #define WIRE_REC_HDR (8 + 4 + 8 + 1 + 1 + 4)
-#define WIRE_VEC_MAX (1 + REPL_MAX_NODES * 9)
+/* History clock slots: node ids 1..REPL_MAX_NODES, then two more. */
+#define VEC_BLIND (REPL_MAX_NODES + 1)   /* newest blind write the value descends from */
+#define VEC_ORIGIN (REPL_MAX_NODES + 2)  /* version of the value's last change (CAS id) */
+#define VEC_SLOTS (REPL_MAX_NODES + 3)
+#define WIRE_VEC_MAX (1 + (VEC_SLOTS - 1) * 9)
 
 enum wire_type {
     W_QUERY = 1, W_WRITE = 2, W_PREPARE = 3, W_ACCEPT = 4, W_PUSH = 5, W_SYNC = 6,
@@ -80,9 +84,14 @@ typedef struct wire_rec {
 } wire_rec;
 
 /* A history clock: per node id, the largest ballot of that node whose
- * change is part of the value (0: none). */
+ * change is part of the value (0: none); b[VEC_BLIND], the version of
+ * the newest blind write the value descends from (0: the value has no
+ * vector and is itself a blind write, or there was none); b[VEC_ORIGIN],
+ * the version of the value's last real change when a re-proposal gave
+ * the unchanged value a newer version (0: the value's own version).
+ * Only non-zero slots travel. */
 typedef struct rvec {
-    uint64_t b[REPL_MAX_NODES + 1];
+    uint64_t b[VEC_SLOTS];
 } rvec;
 
 /* ---- reading -------------------------------------------------------------- */

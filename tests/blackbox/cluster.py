@@ -61,11 +61,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
 import lincheck as L  # noqa: E402
 
-# The replicated store may give an unchanged value a new CAS id when an
-# operation that changes nothing settles it (a known limit, see
-# docs/ARCHITECTURE.md §8): histories are checked with values exactly as
-# strict and CAS ids allowed to move on to fresh ones (lincheck.py).
-L.CAS_IDS_MAY_CHANGE = True
 from harness import check, fail  # noqa: E402
 
 CLI_TIMEOUT = 120        # seconds one `cloister` command may take (ASan start-up is slow)

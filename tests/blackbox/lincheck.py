@@ -302,54 +302,28 @@ def _arith(value, op, delta):
     return n, str(n)
 
 
-# CAS_IDS_MAY_CHANGE: a weaker model for a store whose operations that
-# change nothing (a read, a failed add or cas, ...) may still give the
-# current value a new CAS id, as Cloister's replicated store does today
-# when such an operation settles an unsettled value with a new ballot
-# (docs/ARCHITECTURE.md, "Known limits").  Values stay exactly as strict:
-# only the token of an unchanged value may move on, to a fresh token no
-# gets has returned before.  A token that may have moved is kept as
-# (MAYBE, t): still t, or already a fresh one.  A cas with t then may
-# succeed or answer EXISTS; a cas with any other token must fail, so a
-# lost update through a stale token is still caught.
-CAS_IDS_MAY_CHANGE = False
-MAYBE = "maybe"
-
-
-def _noop(state):
-    """The state after an operation that changed nothing."""
-    value, token = state
-    if not CAS_IDS_MAY_CHANGE or value is None or token is None:
-        return state
-    return state if isinstance(token, tuple) else (value, (MAYBE, token))
-
-
 def step(state, o, learned):
     value, token = state
     kind, args, pending = o.op, o.args, o.ret is None
     r = o.result
-    maybe = isinstance(token, tuple)
-    known = token[1] if maybe else token
 
     if kind == "get":
-        return _noop(state) if r == value else None
+        return state if r == value else None
     if kind == "gets":
         if r is None or value is None:
             return state if r is None and value is None else None
         v, t = r
         if v != value:
             return None
-        if token is None or (maybe and t != known):
+        if token is None:
             return (value, t) if t not in learned else None
-        if t == known:
-            return (value, t)
-        return (value, t) if CAS_IDS_MAY_CHANGE and t not in learned else None
+        return state if t == token else None
 
     # Writes: compute the model's result and next state.
     if kind == "set":
         want, nxt = "STORED", (args[0], None)
     elif kind == "add":
-        want, nxt = ("STORED", (args[0], None)) if value is None else ("NOT_STORED", _noop(state))
+        want, nxt = ("STORED", (args[0], None)) if value is None else ("NOT_STORED", state)
     elif kind == "replace":
         want, nxt = ("NOT_STORED", state) if value is None else ("STORED", (args[0], None))
     elif kind in ("append", "prepend"):
@@ -361,12 +335,10 @@ def step(state, o, learned):
     elif kind == "cas":
         if value is None:
             want, nxt = "NOT_FOUND", state
-        elif maybe and known == args[1] and r == "EXISTS":
-            want, nxt = "EXISTS", (value, None)        # it had moved on already
-        elif known is not None and known == args[1]:
+        elif token is not None and token == args[1]:
             want, nxt = "STORED", (args[0], None)
         else:
-            want, nxt = "EXISTS", _noop(state)
+            want, nxt = "EXISTS", state
     elif kind == "delete":
         want, nxt = ("NOT_FOUND", state) if value is None else ("DELETED", (None, None))
     elif kind in ("incr", "decr"):
@@ -388,8 +360,6 @@ def expected(state, o):
     if o.op == "gets":
         if value is None:
             return None
-        if isinstance(token, tuple):
-            return [value, "%r or any token not yet seen" % (token[1],)]
         return [value, token if token is not None else "<any token not yet seen>"]
     probe = Op(o.client, o.op, o.key, o.args, None, o.call, None)
     for r in ("STORED", "NOT_STORED", "EXISTS", "NOT_FOUND", "DELETED", "CLIENT_ERROR"):

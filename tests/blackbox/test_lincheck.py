@@ -149,12 +149,11 @@ def lost_update_two_cas_one_token(env):
 
 
 @case
-def cas_ids_may_change_model(env):
-    """lincheck.CAS_IDS_MAY_CHANGE (what the cluster tests use): an
-    operation that changes nothing may give the value a fresh CAS id, so a
-    cas with the older id may answer EXISTS and a later gets may show a new
-    id for the same value; values stay strict and a lost update through a
-    stale id is still a violation."""
+def cas_ids_name_changes(env):
+    """A CAS id names a change: an operation that changes nothing keeps
+    it, so a new id for an unchanged value, or a cas refused though
+    nothing changed, is a violation; so is a lost update through a stale
+    id."""
     def remint():
         h = Hist().op(0, "set", ["v1"], "STORED", 0, 1).op(1, "gets", [], ["v1", 5], 2, 3)
         h.op(2, "add", ["zz"], "NOT_STORED", 4, 5)
@@ -162,29 +161,19 @@ def cas_ids_may_change_model(env):
     def spurious_exists():
         h = Hist().op(0, "set", ["v1"], "STORED", 0, 1).op(1, "gets", [], ["v1", 5], 2, 3)
         return h.op(2, "get", [], "v1", 4, 5).op(1, "cas", ["v2", 5], "EXISTS", 6, 7)
+    def kept():
+        h = Hist().op(0, "set", ["v0"], "STORED", 0, 1).op(2, "gets", [], ["v0", 4], 2, 3)
+        h.op(0, "set", ["v1"], "STORED", 4, 5).op(1, "gets", [], ["v1", 5], 6, 7)
+        h.op(2, "add", ["zz"], "NOT_STORED", 8, 9).op(2, "cas", ["zz", 4], "EXISTS", 10, 11)
+        return h.op(1, "cas", ["v2", 5], "STORED", 12, 13)
     def lost_update():
         h = Hist().op(0, "set", ["v1"], "STORED", 0, 1).op(1, "gets", [], ["v1", 5], 2, 3)
         h.op(2, "set", ["v2"], "STORED", 4, 5)
         return h.op(1, "cas", ["v3", 5], "STORED", 6, 7)
-    def stale_value():
-        h = Hist().op(0, "set", ["v1"], "STORED", 0, 1).op(2, "set", ["v2"], "STORED", 2, 3)
-        return h.op(1, "get", [], "v1", 4, 5)
-    def old_id_again():
-        h = remint()
-        return h.op(2, "gets", [], ["v1", 5], 8, 9)      # the id cannot come back
-    saved = L.CAS_IDS_MAY_CHANGE
-    try:
-        L.CAS_IDS_MAY_CHANGE = False
-        expect_violation(remint(), "strict: a new id for an unchanged value")
-        expect_violation(spurious_exists(), "strict: cas refused though nothing changed")
-        L.CAS_IDS_MAY_CHANGE = True
-        expect_ok(remint(), "relaxed: a new id after an operation that changed nothing")
-        expect_ok(spurious_exists(), "relaxed: cas with an id that may have moved on")
-        expect_violation(lost_update(), "relaxed: cas with an id of an overwritten value")
-        expect_violation(stale_value(), "relaxed: stale read")
-        expect_violation(old_id_again(), "relaxed: an id that moved on comes back")
-    finally:
-        L.CAS_IDS_MAY_CHANGE = saved
+    expect_violation(remint(), "a new id for an unchanged value")
+    expect_violation(spurious_exists(), "cas refused though nothing changed")
+    expect_ok(kept(), "failed add and cas keep the id")
+    expect_violation(lost_update(), "cas with the id of an overwritten value")
 
 
 @case

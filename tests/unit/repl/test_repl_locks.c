@@ -68,9 +68,14 @@ static void test_mutual_exclusion(void)
     OK(lock(&s, 3, "M", 303, 10000, 0, &u));
     /* a waiter is granted when the holder releases */
     sim_res w;
+    repl_stats st0 = sim_stats(&s, 3), hold0 = sim_stats(&s, 2);
     lock_start(&s, 3, "L", 303, 10000, 5000, &w);
     sim_run_for(&s, 50000);
     CHECK(!w.done);
+    /* it waits by reading the register (no promise raised), one round each */
+    CHECK(sim_stats(&s, 3).gets_one_round - st0.gets_one_round >= 3);
+    CHECK_EQ(sim_stats(&s, 3).rmw_retries - st0.rmw_retries, 0);
+    CHECK_EQ(sim_stats(&s, 2).nacks - hold0.nacks, 0);
     OK(unlock(&s, 2, "L", 202, t2, NULL, 0));
     OK(sim_wait(&s, &w));
     CHECK(w.token > t2);

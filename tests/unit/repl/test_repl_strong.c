@@ -210,6 +210,44 @@ static void test_writeback(void)
     sim_fini(&s);
 }
 
+/* A CAS id names a change, not a round: a read-modify-write that keeps
+ * the value (here an add on a present key) after promises that differ
+ * re-proposes it under a newer version, and clients still see the CAS id
+ * of the write that made it, so gets -> cas succeeds. */
+static void test_cas_id_stable(void)
+{
+    sim s;
+    sim_init(&s, 3, 4100, NULL);
+    sim_start(&s);
+    sim_res r;
+    sim_isolate(&s, 3, 1);
+    OK(sim_put(&s, 1, "k", "v", &r)); /* node 3 misses it */
+    uint64_t id = r.version;
+    sim_heal(&s);
+    OK(sim_get(&s, 2, "k", &r));
+    CHECK_EQ(r.version, id);
+    uint64_t keeps = sim_stats(&s, 3).rmws;
+    CHECK_EQ(rmw_kind(&s, 3, "k", REPL_OP_ADD, "other", 0, &r), CL_ENOTSTORED);
+    CHECK_EQ(sim_stats(&s, 3).rmws - keeps, 1);
+    sim_run_for(&s, 10000);
+    store_meta m;
+    for (int node = 1; node <= 3; node++) {
+        OK(sim_local(&s, node, "k", &m));
+        CHECK(m.version > id);      /* re-proposed everywhere under a newer version */
+        OK(sim_get(&s, node, "k", &r));
+        CHECK(sim_holds(&r, "v"));
+        CHECK_EQ(r.version, id);    /* ... with the CAS id of the write */
+    }
+    OK(rmw_kind(&s, 2, "k", REPL_OP_CAS, "w", id, &r));
+    CHECK(r.version > id);
+    uint64_t id2 = r.version;
+    OK(sim_get(&s, 3, "k", &r));
+    CHECK(sim_holds(&r, "w"));
+    CHECK_EQ(r.version, id2);
+    CHECK_EQ(rmw_kind(&s, 1, "k", REPL_OP_CAS, "x", id, &r), CL_EEXISTS);
+    sim_fini(&s);
+}
+
 /* Every node increments one counter many times at once, on a network
  * that loses, duplicates and reorders: the end value is exact, every
  * increment returned a distinct number (a linearizable counter), and no
@@ -605,6 +643,7 @@ int main(void)
     RUN(test_rmw_5);
     RUN(test_one_round_read);
     RUN(test_writeback);
+    RUN(test_cas_id_stable);
     RUN(test_concurrent_incr_clean);
     RUN(test_concurrent_incr_faults_3);
     RUN(test_concurrent_incr_faults_5);
