@@ -225,6 +225,20 @@ def big_values_across_nodes(env):
             line = n[2].set(kb, b"y" * 100000, cmd=b"append")
             check(line.startswith(b"SERVER_ERROR"), "append past the value limit: %r" % line)
             check(n[3].get(kb)[1] == bigs[kb], "value after a refused append")
+            # Appends and prepends whose result outgrows the front door's
+            # first scratch buffer (4 KiB) apply exactly once (a regression:
+            # such a read-modify-write once ran again after it had applied).
+            kg = env.key("grow")
+            n[1].must_set(kg, b"s" * 3000)
+            want = b"s" * 3000
+            for step in range(6):
+                part = bytes([0x61 + step]) * (1500 + 700 * step)
+                cmd = b"append" if step % 2 == 0 else b"prepend"
+                eq(n[1 + step % 3].set(kg, part, cmd=cmd), b"STORED\r\n", "%s %d" % (cmd, step))
+                want = want + part if cmd == b"append" else part + want
+                for i in c.ids():
+                    eq(n[i].get(kg), (0, want), "value after %s %d, read on node %d"
+                       % (cmd.decode(), step, i))
         finally:
             _close(n)
 
