@@ -712,7 +712,8 @@ typedef struct node_report {
     int answered;
     char state[16];            /* ready / recovering */
     long peers_up;
-    unsigned long long epoch, items, msgs_in, msgs_out;
+    unsigned long long epoch, items, msgs_in, msgs_out, newest_ms;
+    char measurement[65];      /* as the node attested it (its ready file) */
     char err[256];
 } node_report;
 
@@ -731,6 +732,36 @@ static void take_stat(void *arg, const char *name, const char *value)
         r->msgs_in = strtoull(value, NULL, 10);
     else if (strcmp(name, "repl_msgs_out") == 0)
         r->msgs_out = strtoull(value, NULL, 10);
+    else if (strcmp(name, "repl_newest_ms") == 0)
+        r->newest_ms = strtoull(value, NULL, 10);
+}
+
+/* The measurement node nd attested with, from its ready file ("?" if none). */
+static void node_measurement(const up_cluster *c, const up_node *nd, node_report *r)
+{
+    char path[PATH_MAX + 48];
+    snprintf(path, sizeof path, "%s/node-%d/ready.json", c->dir, nd->id);
+    snprintf(r->measurement, sizeof r->measurement, "?");
+    json_t *j = json_load_file(path, 0, NULL);
+    const char *m = j ? json_string_value(json_object_get(j, "measurement")) : NULL;
+    if (m && strlen(m) == 64)
+        snprintf(r->measurement, sizeof r->measurement, "%s", m);
+    json_decref(j);
+}
+
+/* How far behind the node with the newest version a node's newest
+ * version is, in ms of its hybrid clock (0 for the newest; -1 unknown).
+ * Under steady writes this is the replication lag; a node that missed
+ * writes while down shows how far it is behind until it catches up. */
+static long long lag_ms(const node_report *rep, int n, int i)
+{
+    unsigned long long newest = 0;
+    for (int k = 0; k < n; k++)
+        if (rep[k].answered && rep[k].newest_ms > newest)
+            newest = rep[k].newest_ms;
+    if (!rep[i].answered)
+        return -1;
+    return (long long)(newest - (rep[i].newest_ms ? rep[i].newest_ms : newest));
 }
 
 static void ask_node(const up_cluster *c, const up_node *nd, node_report *r)
@@ -762,6 +793,7 @@ int cmd_status(const cli_opts *o)
         if (pid_alive(c.nodes[i].pid, c.cloisterd)) {
             up++;
             ask_node(&c, &c.nodes[i], &rep[i]);
+            node_measurement(&c, &c.nodes[i], &rep[i]);
             ready += rep[i].answered && strcmp(rep[i].state, "ready") == 0;
         }
     }
@@ -779,6 +811,8 @@ int cmd_status(const cli_opts *o)
                 json_object_set_new(j, "epoch", json_integer((json_int_t)rep[i].epoch));
                 json_object_set_new(j, "peers_up", json_integer(rep[i].peers_up));
                 json_object_set_new(j, "items", json_integer((json_int_t)rep[i].items));
+                json_object_set_new(j, "lag_ms", json_integer(lag_ms(rep, c.n, i)));
+                json_object_set_new(j, "measurement", json_string(rep[i].measurement));
             }
             json_array_append_new(nodes, j);
         }
@@ -795,8 +829,8 @@ int cmd_status(const cli_opts *o)
     printf("cluster %s: %d node%s, %s consistency\nmeasurement %s (SHA-256 of %s)\n", c.dir,
            c.n, c.n == 1 ? "" : "s", c.consistency, c.measurement, c.cloisterd);
     printf("coordinator %s, %s\n", c.coordinator, coord_up ? "running" : "stopped");
-    printf("%-3s %-8s %-21s %-21s %-11s %-6s %-6s %s\n", "id", "pid", "memcached", "peer",
-           "state", "epoch", "peers", "items");
+    printf("%-3s %-8s %-21s %-21s %-11s %-6s %-6s %-8s %-8s %s\n", "id", "pid", "memcached",
+           "peer", "state", "epoch", "peers", "items", "lag", "measurement");
     for (int i = 0; i < c.n; i++) {
         const up_node *nd = &c.nodes[i];
         const node_report *r = &rep[i];
@@ -806,9 +840,14 @@ int cmd_status(const cli_opts *o)
         else if (!r->answered)
             printf("%-3d %-8ld %-21s %-21s %-11s (%s)\n", nd->id, nd->pid, nd->memcached,
                    nd->peer, "no answer", r->err);
-        else
-            printf("%-3d %-8ld %-21s %-21s %-11s %-6llu %ld/%-4d %llu\n", nd->id, nd->pid,
-                   nd->memcached, nd->peer, r->state, r->epoch, r->peers_up, c.n - 1, r->items);
+        else {
+            char lag[24];
+            snprintf(lag, sizeof lag, "%lldms", lag_ms(rep, c.n, i));
+            printf("%-3d %-8ld %-21s %-21s %-11s %-6llu %ld/%-4d %-8llu %-8s %.12s%s\n", nd->id,
+                   nd->pid, nd->memcached, nd->peer, r->state, r->epoch, r->peers_up, c.n - 1,
+                   r->items, lag, r->measurement,
+                   strcmp(r->measurement, c.measurement) == 0 ? "" : " (differs from the cluster's)");
+        }
     }
     printf("%d of %d nodes running, %d ready (serving as replicas); strong operations need "
            "%d\n", up, c.n, ready, c.n / 2 + 1);

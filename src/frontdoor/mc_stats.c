@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "../repl/hlc.h"
 #include "../repl/repl.h"
 
 static void stat_str(mc_req *r, const char *name, const char *v)
@@ -140,6 +141,9 @@ static void mc_stats_general(mc_req *r)
         stat_u64(r, "repl_recovered_records", rs.recovered_records);
         stat_u64(r, "repl_msgs_in", rs.msgs_in);
         stat_u64(r, "repl_msgs_out", rs.msgs_out);
+        /* wall-clock ms of the newest version stored here: nodes compare it (lag) */
+        stat_u64(r, "repl_newest_ms",
+                 rs.newest_version ? hlc_ms(version_hlc(rs.newest_version)) : 0);
     }
 }
 

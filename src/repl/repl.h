@@ -302,6 +302,7 @@ typedef struct repl_stats {
     uint64_t replayed_dropped;   /* stale or duplicate replies ignored */
     uint64_t msgs_in, msgs_out;  /* transport messages (each a batch of records) */
     uint64_t recovered_records;  /* records copied while RECOVERING */
+    uint64_t newest_version;     /* the largest version this replica stored (lag) */
     int ready;                   /* 0 while RECOVERING */
     int peers_up;
     int self, n;                 /* this node's id, the cluster size */

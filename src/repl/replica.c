@@ -49,7 +49,10 @@ int replica_store(repl *r, const uint8_t *key, size_t klen, const wire_rec *rec,
         .xbit = rec->xbit,
     };
     static const uint8_t none;
-    return store_set(r->t, key, klen, rec->blen ? rec->blob : &none, rec->blen, &w, NULL);
+    int rc = store_set(r->t, key, klen, rec->blen ? rec->blob : &none, rec->blen, &w, NULL);
+    if (rc == CL_OK && rec->version > r->stats.newest_version)
+        __atomic_store_n(&r->stats.newest_version, rec->version, __ATOMIC_RELAXED);
+    return rc;
 }
 
 /* The local version of key (0: none). */

@@ -26,6 +26,7 @@ reached over TLS on every node's memcached port (cluster.py).
 Run: /usr/bin/python3 tests/blackbox/test_cluster_basic.py --build build [-v] [-k NAME]
 """
 
+import json
 import os
 import re
 import sys
@@ -501,6 +502,23 @@ def status_lists_nodes(env):
                                                                 re.escape(nd["memcached"]))
             check(re.search(pat, out), "status: line of node %d:\n%s" % (i, out))
         check("3 of 3 nodes running" in out, "status summary:\n" + out)
+        # lag and each node's attested measurement; --json carries the same
+        n1 = c.connect(1)
+        try:
+            n1.must_set(env.key("lag"), b"x")
+        finally:
+            n1.close()
+        time.sleep(0.2)
+        out = c.status()
+        short_m = c.info["measurement"][:12]
+        for i in c.ids():
+            check(re.search(r"(?m)^%d\s.*\bready\b.*\s0ms\s+%s$" % (i, short_m), out),
+                  "status: node %d with lag 0ms and measurement %s:\n%s" % (i, short_m, out))
+        rc, js, err = c.run_cli("status", "--json")
+        eq(rc, 0, "status --json: %s" % err)
+        nodes = json.loads(js)["nodes"]
+        eq([(nd["lag_ms"], nd["measurement"]) for nd in nodes],
+           [(0, c.info["measurement"])] * 3, "status --json lag and measurements")
         c.kill(2)
         out = c.status()
         check(re.search(r"(?m)^2\s+(-|0)\s+%s\s.*\bstopped$" % re.escape(c.node(2)["memcached"]),
