@@ -188,7 +188,7 @@ int main(int argc, char **argv)
 
     int tls = cfg.tls_cert != NULL || cfg.join != NULL;
     if (cfg.join && !cfg.threads_given)
-        cfg.threads = CLUSTER_THREADS;   /* workers block on quorum round trips (kv.h) */
+        cfg.threads = CLUSTER_THREADS;   /* see cluster.h */
     if (cfg.join) {
         /* The certificate arrives after the listeners are bound (cluster.h). */
         if (net_tls_ctx_new(NET_TLS_SERVER, &ssl_ctx, err, sizeof err) != CL_OK) {

@@ -39,6 +39,7 @@
 
 #include "../common/err.h"
 #include "../common/log.h"
+#include "../kv/kv_async.h"
 
 /* The command table: adding a command is one row and one handler.  Token
  * counts include the command name; a count outside [min, max] is
@@ -260,10 +261,15 @@ size_t mc_session_process(mc_session *s, const uint8_t *in, size_t len,
         r.noreply = r.close = r.oom = 0;
 
         size_t mark = out->len;
-        if (mc_dispatch(&r) == MC_NEED_MORE) {
+        int res = mc_dispatch(&r);
+        if (res == MC_NEED_MORE) {
             CL_ASSERT(out->len == mark && r.need > r.avail);
             *want = (size_t)(nl - p) + 1 + r.need;
             break;
+        }
+        if (res == MC_SUSPENDED) {
+            CL_ASSERT(out->len == mark && s->pend);
+            break; /* this request again after the resume */
         }
         CL_ASSERT(r.used <= r.avail);
         pos += (size_t)(nl - p) + 1 + r.used;
@@ -313,11 +319,16 @@ void mc_session_init(mc_session *s, mc_thread *t)
 {
     s->thr = t;
     s->swallow = 0;
+    s->pend = NULL;
+    s->pend_kind = 0;
 }
 
 void mc_session_fini(mc_session *s)
 {
     s->swallow = 0;
+    if (s->pend) /* closed while suspended: the operation still completes */
+        kv_pending_abandon(s->pend);
+    s->pend = NULL;
 }
 
 size_t mc_max_pending(const mc_context *ctx)

@@ -14,7 +14,9 @@
  *   mc_thread   one per worker thread (owns a store_thread); used by that
  *               thread only.
  *   mc_session  one per connection, caller-allocated (net allocates
- *               session_size zeroed bytes); no heap memory of its own.
+ *               session_size zeroed bytes); no heap memory of its own
+ *               except, on a cluster, the operation of a request that
+ *               suspended the connection (see mc_text.c).
  *
  * Replies are appended to a caller-owned cl_buf; in steady state nothing is
  * allocated per request (the buffer keeps its capacity).
@@ -75,9 +77,13 @@ typedef struct mc_context {
 
 typedef struct mc_thread mc_thread;
 
+typedef struct kv_pending kv_pending;
+
 typedef struct mc_session {
     mc_thread *thr;
     uint64_t swallow;           /* bytes of a refused data block still to discard */
+    kv_pending *pend;           /* cluster: the suspended request's get or set (mc_text.c) */
+    int pend_kind;              /* MC_PEND_GET or MC_PEND_SET */
 } mc_session;
 
 /* Per worker thread.  CL_OK, CL_ENOMEM, or the error of store_thread_create.

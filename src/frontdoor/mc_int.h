@@ -44,8 +44,12 @@ typedef struct mc_token {
     size_t n;
 } mc_token;
 
-/* Handler results. */
-enum { MC_DONE = 0, MC_NEED_MORE = 1, MC_BLOCK_READY = 2 };
+/* Handler results.  MC_SUSPENDED: the handler started a cluster get or
+ * set and suspended the connection (net/proto.h), having written and
+ * consumed nothing; the same request is dispatched again after the resume
+ * and then takes the result from its session. */
+enum { MC_DONE = 0, MC_NEED_MORE = 1, MC_BLOCK_READY = 2, MC_SUSPENDED = 3 };
+enum { MC_PEND_GET = 1, MC_PEND_SET = 2 };
 
 typedef struct mc_req {
     mc_session *sess;

@@ -31,6 +31,7 @@
 
 #include "../common/err.h"
 #include "../common/log.h"
+#include "../kv/kv_async.h"
 
 /* ---- retrieval ----------------------------------------------------------------- */
 
@@ -71,6 +72,71 @@ static uint8_t *mc_value_to_reply(void *arg, const store_meta *m)
     return cl_buf_extend(out, m->len);
 }
 
+/* ---- cluster get and set without blocking the worker ------------------------------
+ *
+ * On a cluster a plain get of one key and a plain set wait for a quorum.
+ * Rather than block the worker (and every other connection it serves),
+ * the first dispatch starts the operation (kv_async.h), suspends the
+ * connection and returns MC_SUSPENDED having consumed nothing; the engine
+ * resumes the connection when the result is in the session, and the loop
+ * dispatches the same request again, which takes the result and replies.
+ * Everything else, and a start that fails, takes the blocking kv call. */
+
+#define MC_RC_SUSPENDED 1   /* not a CL_* code */
+
+static void mc_wake(void *waker) { net_waker_resume(waker); }
+
+/* Suspends the connection; NULL when out of memory (then block instead). */
+static net_waker *mc_suspend(mc_req *r)
+{
+    return net_conn_suspend(net_session_conn(r->sess));
+}
+
+static int mc_kv_get(mc_req *r, const store_get_opts *o, struct mc_value_sink *sink, int single)
+{
+    mc_session *s = r->sess;
+    if (s->pend) {
+        CL_ASSERT(s->pend_kind == MC_PEND_GET && single);
+        kv_pending *p = s->pend;
+        s->pend = NULL;
+        return kv_get_finish(p, mc_value_to_reply, sink, NULL);
+    }
+    if (single && kv_get_async_ok(r->kv, sink->key, sink->klen, o)) {
+        net_waker *w = mc_suspend(r);
+        if (w) {
+            if (kv_get_start(r->kv, sink->key, sink->klen, mc_wake, w, &s->pend) == CL_OK) {
+                s->pend_kind = MC_PEND_GET;
+                return MC_RC_SUSPENDED;
+            }
+            net_waker_resume(w); /* never waited for: an extra, empty resume */
+        }
+    }
+    return kv_get(r->kv, sink->key, sink->klen, o, mc_value_to_reply, sink, NULL);
+}
+
+static int mc_kv_set(mc_req *r, const mc_token *key, size_t bytes, const store_write *w)
+{
+    mc_session *s = r->sess;
+    if (s->pend) {
+        CL_ASSERT(s->pend_kind == MC_PEND_SET);
+        kv_pending *p = s->pend;
+        s->pend = NULL;
+        return kv_set_finish(p, NULL);
+    }
+    if (kv_set_async_ok(r->kv, w) && bytes <= r->kv->max_value) {
+        net_waker *k = mc_suspend(r);
+        if (k) {
+            if (kv_set_start(r->kv, key->p, key->n, r->data, bytes, w, mc_wake, k, &s->pend) ==
+                CL_OK) {
+                s->pend_kind = MC_PEND_SET;
+                return MC_RC_SUSPENDED;
+            }
+            net_waker_resume(k);
+        }
+    }
+    return kv_set(r->kv, key->p, key->n, r->data, bytes, w, NULL);
+}
+
 static int mc_retrieve(mc_req *r, int with_cas, int touch)
 {
     store_get_opts opts = { .want_value = 1 };
@@ -93,6 +159,9 @@ static int mc_retrieve(mc_req *r, int with_cas, int touch)
         .start = r->out->len,
         .cap = maxv > MC_GET_REPLY_MAX / 2 ? 2 * maxv : MC_GET_REPLY_MAX,
     };
+    int keys = 0; /* only a one-key get may suspend (nothing written before it) */
+    for (const uint8_t *q = p; q < end && keys < 2; q++)
+        keys += *q != ' ' && (q == p || q[-1] == ' ');
     while (p < end) {
         if (*p == ' ') {
             p++;
@@ -108,7 +177,9 @@ static int mc_retrieve(mc_req *r, int with_cas, int touch)
             err = MC_ERR_FORMAT;
             mc_count(&r->thr->ctx->counters.client_errors);
         } else {
-            int rc = kv_get(r->kv, k, sink.klen, &opts, mc_value_to_reply, &sink, NULL);
+            int rc = mc_kv_get(r, &opts, &sink, keys == 1);
+            if (rc == MC_RC_SUSPENDED)
+                return MC_SUSPENDED;
             if (sink.failed)
                 rc = CL_ENOMEM;
             if (rc == CL_OK)
@@ -174,7 +245,9 @@ static int mc_storage(mc_req *r, store_mode mode, int is_cas)
     if (is_cas && w.cas == 0)
         rc = mc_cas_zero(r, key);
     else
-        rc = kv_set(r->kv, key->p, key->n, r->data, (size_t)bytes, &w, NULL);
+        rc = mc_kv_set(r, key, (size_t)bytes, &w);
+    if (rc == MC_RC_SUSPENDED)
+        return MC_SUSPENDED;
     if (rc == CL_OK)
         mc_reply(r, "STORED");
     else

@@ -20,7 +20,7 @@
  *     flush_all.  Access times and "fetched" bits stay local.
  *
  * The cluster calls block the calling thread until a quorum answered
- * (repl_*_sync).  Callers: the memcached front door's workers (the daemon
+ * (repl_*_sync); kv_async.h has a plain get and set that do not.  Callers: the memcached front door's workers (the daemon
  * runs more of them in cluster mode), the runtime's executors, the
  * function registry.
  */

@@ -76,7 +76,10 @@
  *            the connection after that call: its output is still
  *            written, the rest of the input stays buffered, and epoll
  *            watches nothing but errors and hang-ups (a client that
- *            resets is closed at once) until the waker is resumed.
+ *            resets is closed at once) until the waker is resumed.  The
+ *            read interest is dropped lazily, when input arrives while
+ *            suspended, so a request/response client (which sends nothing
+ *            while it waits) costs no epoll_ctl per suspension.
  *
  * Suspension and wakers
  * ---------------------
@@ -184,6 +187,7 @@ typedef struct net_conn {
     uint8_t write_wants_read;  /* SSL_write needs readability */
     uint8_t suspended;         /* the protocol waits for `waker` to be resumed */
     uint8_t resumed;           /* call process once even without input */
+    uint8_t susp_in;           /* suspended, EPOLLIN still registered (see conn_mask) */
     uint32_t events;           /* epoll mask registered now */
     int fd;
     SSL *ssl;                  /* NULL for plaintext */
@@ -387,6 +391,7 @@ net_waker *net_conn_suspend(net_conn *c)
     }
     atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed); /* the caller's */
     c->suspended = 1;
+    c->susp_in = 1;
     return k;
 }
 
@@ -472,8 +477,11 @@ static uint32_t conn_mask(const net_conn *c)
         return c->hs_want_write ? EPOLLOUT : EPOLLIN;
     if (conn_out_pending(c))
         return c->write_wants_read ? EPOLLIN : EPOLLOUT;
-    if (c->suspended)
-        return 0; /* only EPOLLERR/EPOLLHUP, which epoll always reports */
+    if (c->suspended) /* only EPOLLERR/EPOLLHUP, which epoll always reports; but
+                         EPOLLIN stays registered until input actually arrives
+                         (a request/response client sends none while it waits),
+                         which saves two epoll_ctl calls per suspension */
+        return c->susp_in && c->events == EPOLLIN ? EPOLLIN : 0;
     if (c->read_wants_write)
         return EPOLLOUT;
     return EPOLLIN;
@@ -859,9 +867,14 @@ static void conn_on_event(net_worker *w, net_conn *c, uint32_t events)
     }
     int readable = (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0;
     if (c->suspended && !conn_out_pending(c)) {
-        /* Watching only for the client going away. */
-        if (events & (EPOLLHUP | EPOLLERR))
+        /* Watching only for the client going away; input that arrives
+         * meanwhile waits in the socket, unwatched until the resume. */
+        if (events & (EPOLLHUP | EPOLLERR)) {
             conn_close(w, c, 0);
+        } else if (c->susp_in) {
+            c->susp_in = 0;
+            conn_rearm(w, c);
+        }
         return;
     }
     if (conn_out_pending(c)) { /* paused by backpressure */

@@ -244,6 +244,51 @@ def big_values_across_nodes(env):
             _close(n)
 
 
+@suite.test
+def waiting_requests_pipelined_and_abandoned(env):
+    """A plain get or set frees its worker while the replicas answer (the
+    connection is suspended): pipelined requests on one connection still
+    answer in order, a client that hangs up mid-wait harms nothing (its
+    set still lands, the node keeps serving; ASan checks for leaks), and
+    many connections are served by the default 8 workers."""
+    with C.Cluster(env) as c:
+        n = _conns(c)
+        try:
+            ks = [env.key("p%d" % i) for i in range(40)]
+            batch = b"".join(b"set %s 0 0 %d\r\nv%d\r\n" % (k, len(b"v%d" % i), i)
+                             for i, k in enumerate(ks))
+            batch += b"".join(b"get %s\r\n" % k for k in ks)
+            n[1].send(batch)
+            for i in range(len(ks)):
+                eq(n[1].read_line("set %d" % i), b"STORED\r\n", "pipelined set %d" % i)
+            for i, k in enumerate(ks):
+                eq(n[1].read_line("get %d" % i), b"VALUE %s 0 %d\r\n" % (k, len(b"v%d" % i)),
+                   "pipelined get %d" % i)
+                eq(n[1].read_line("value"), b"v%d\r\n" % i, "pipelined value %d" % i)
+                eq(n[1].read_line("end"), b"END\r\n", "pipelined END %d" % i)
+            # hang up while waiting
+            gone = [env.key("gone%d" % i) for i in range(30)]
+            for i, k in enumerate(gone):
+                conn = c.connect(1 + i % 3)
+                conn.send(b"set %s 0 0 4\r\ngone\r\nget %s\r\n" % (k, k))
+                conn.sock.close()
+            for i, k in enumerate(gone):
+                C.wait_until(lambda: n[2].get(k) == (0, b"gone"), 10,
+                             "the set of a client that hung up (%d)" % i)
+            # many connections at once, one request each, answered
+            many = [c.connect(1) for _ in range(64)]
+            try:
+                for i, conn in enumerate(many):
+                    conn.send(b"set %s 0 0 1\r\nx\r\n" % env.key("m%d" % i))
+                for i, conn in enumerate(many):
+                    eq(conn.read_line("reply"), b"STORED\r\n", "connection %d of 64" % i)
+            finally:
+                for conn in many:
+                    conn.close()
+        finally:
+            _close(n)
+
+
 def _meta(conn, req):
     """One meta request; returns (code, {flag letter: token}, data|None)."""
     line = conn.request(req).rstrip(b"\r\n")
