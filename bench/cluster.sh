@@ -282,9 +282,27 @@ start_cluster() {
 # run_ycsb REP ORDER YCSB-ARGS...: ORDER is the systems in the order their
 # slices come; appends the JSON lines, tagged with the repetition, to $out and
 # keeps each system's line in LINE_<system>.
+# CPU time (clock ticks, user + system) the processes PIDS have used so far.
+cpu_ticks() {
+  local t=0 p rest
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    rest=$(< "/proc/$p/stat") || continue
+    rest=${rest##*) }                       # the fields after "(comm) "
+    local -a f
+    read -r -a f <<< "$rest"
+    t=$((t + f[11] + f[12]))               # utime, stime (fields 14 and 15)
+  done
+  echo "$t"
+}
+
 run_ycsb() {
   local rep=$1 order=$2 line s
   shift 2
+  # Server CPU used during the run, per system: with every system on the
+  # same cores, CPU per operation is what bounds the ratios.
+  declare -A cpu0=()
+  for s in $order; do cpu0[$s]=$(cpu_ticks ${server_pids[$s]:-}); done
   local args=(--slice "$slice" --records "$records" --value-size "$value_size"
               --threads "$threads" --conns "$conns" --json)
   for s in $order; do args+=(--target "${spec[$s]}"); done
@@ -297,10 +315,15 @@ run_ycsb() {
     cat "$tmp/ycsb.err" >&2
     die "ycsb failed: $ycsb ${args[*]} $*"
   fi
+  local hz cpu
+  hz=$(getconf CLK_TCK)
   while IFS= read -r line; do
     [ -n "$line" ] || continue
-    printf '{"type":"result","rep":%d,"order":"%s",%s\n' "$rep" "$order" "${line#\{}" >> "$out"
     s=$(field "$line" server)
+    cpu=$(awk -v a="${cpu0[$s]:-0}" -v b="$(cpu_ticks ${server_pids[$s]:-})" -v hz="$hz" \
+          'BEGIN { printf "%.2f", (b - a) / hz }')
+    printf '{"type":"result","rep":%d,"order":"%s","server_cpu_s":%s,%s\n' "$rep" "$order" \
+      "$cpu" "${line#\{}" >> "$out"
     printf -v "LINE_$s" '%s' "$line"
   done < "$tmp/ycsb.out"
 }
@@ -314,7 +337,8 @@ summarize() {
   local out=$1 png=$2 meta dat=$tmp/cluster.dat term
   meta=$(head -1 "$out")
   rm -f "$dat"
-  awk -v dat="$dat" -v wls="$(field "$meta" workloads)" -v all="$all_systems" '
+  awk -v dat="$dat" -v wls="$(field "$meta" workloads)" -v all="$all_systems" \
+      -v dur="$(field "$meta" duration_s)" -v warm="$(field "$meta" warmup_s)" '
   function num(line, key,   s) {
     if (!match(line, "\"" key "\":[^,}]*")) return "";
     s = substr(line, RSTART, RLENGTH); sub(/^[^:]*:/, "", s); gsub(/"/, "", s);
@@ -352,18 +376,24 @@ summarize() {
     p50[w, s] = p50[w, s] " " num($0, "p50_us");
     p99[w, s] = p99[w, s] " " num($0, "p99_us");
     v[w, s, r, "t"] = num($0, "ops_per_sec"); v[w, s, r, "p"] = num($0, "p99_us");
+    # server CPU per operation: the run includes the warm-up, the ops do not
+    if (num($0, "server_cpu_s") != "" && num($0, "ops") > 0)
+      cpu[w, s] = cpu[w, s] " " num($0, "server_cpu_s") * 1e6 * dur / (dur + warm) / num($0, "ops");
     if (!((w, r) in seen)) { seen[w, r] = 1; reps[w] = reps[w] " " r; }
   }
   END {
     ns = split(all, S, " "); nw = split(wls, W, " ");
-    printf "\n%-3s %-9s %12s %12s %12s\n", "wl", "system", "ops/s", "p50 (us)", "p99 (us)";
+    printf "\n%-3s %-9s %12s %12s %12s %14s\n", "wl", "system", "ops/s", "p50 (us)", "p99 (us)",
+           "server CPU/op";
     for (j = 1; j <= nw; j++) {
       x = (j - 1) * (ns + 1);
       for (i = 1; i <= ns; i++) {
         w = W[j]; s = S[i]; x++;
         if (!((w, s) in have)) { printf "%-3s %-9s %12s\n", w, s, "missing"; continue }
-        printf "%-3s %-9s %12.0f %12.1f %12.1f\n", w, s, median(tput[w, s]), median(p50[w, s]),
-               median(p99[w, s]);
+        c = "-";
+        if ((w, s) in cpu) c = sprintf("%.1f", median(cpu[w, s]));
+        printf "%-3s %-9s %12.0f %12.1f %12.1f %11s us\n", w, s, median(tput[w, s]),
+               median(p50[w, s]), median(p99[w, s]), c;
         printf "%d\t%d\t%s\t%.1f\t%.1f\n", x, i, w, median(tput[w, s]), median(p99[w, s]) > dat;
       }
     }
@@ -490,21 +520,24 @@ mkdir -p "$results"
 stamp=$(date +%Y%m%d-%H%M%S)
 out=$results/cluster-$stamp.jsonl
 : > "$out"
-declare -A spec
+declare -A spec server_pids
 if want single; then
   make_certs
   start_single
   spec[single]="name=single,ca=$tmp/ca.crt,addr=$single_addr"
+  server_pids[single]=$single_pid
   say "single node: cloisterd pid $single_pid at $single_addr (TLS, $threads threads)"
 fi
 if want etcd; then
   start_etcd
   spec[etcd]="name=etcd,proto=etcd$(printf ',addr=%s' "${etcd_addrs[@]}")"
+  server_pids[etcd]="${etcd_pids[*]}"
   say "etcd: members pids ${etcd_pids[*]} at ${etcd_addrs[*]}, data in $etcd_dir"
 fi
 for mode in strong eventual; do
   want "$mode" || continue
   start_cluster "$mode"
+  server_pids[$mode]=$(cluster_field "$tmp/cluster-$mode" pids)
   say "$mode: Cloister cluster at $(cluster_field "$tmp/cluster-$mode" addrs)," \
       "pids $(cluster_field "$tmp/cluster-$mode" pids)"
 done
