@@ -111,7 +111,9 @@ static int release_fn(void *arg, const repl_val *cur, repl_val *next)
     op *o = arg;
     repl *r = o->eng;
     struct lockval lv;
-    if (!lock_parse(cur, &lv) || !cur->present || lv.owner != o->owner || lv.token != o->token)
+    /* token 0: any token of this owner (lock_abandoned) */
+    if (!lock_parse(cur, &lv) || !cur->present || lv.owner != o->owner ||
+        (o->token && lv.token != o->token))
         return CL_ESTALE;
     /* new release set: the eventual keys of the write set, then the old
      * entries not among them, at most RS_MAX */
@@ -343,6 +345,23 @@ static void lock_release_internal(repl *r, const op *o)
         return; /* the lease will run out */
     u->owner = o->owner;
     u->token = o->token;
+    op_begin(r, u);
+}
+
+void lock_abandoned(repl *r, const op *o)
+{
+    /* An acquire that wrote and then failed (time-out, no quorum) may have
+     * been granted after all, under a token nobody learned: release
+     * whatever this owner holds, or its lease would block every other
+     * owner until it ran out.  Owners are unique per holder (the
+     * runtime's: per invocation), so this can only free our own grant. */
+    if (o->kind != OPK_LOCK || o->n_tries == 0 || r->closed)
+        return;
+    op *u = op_new_internal(r, OPK_UNLOCK, o->key, o->klen);
+    if (!u)
+        return; /* the lease will run out */
+    u->owner = o->owner;
+    u->token = 0;
     op_begin(r, u);
 }
 

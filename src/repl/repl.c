@@ -322,6 +322,8 @@ void op_finish(repl *r, op *o, int rc, const repl_val *val, uint64_t token)
     }
     if (o->in_ktab)
         strong_key_release(r, o);
+    if (o->kind == OPK_LOCK && rc != CL_OK)
+        lock_abandoned(r, o);
     op *parent = o->parent;
     op_free(o);
     if (parent)
@@ -588,6 +590,13 @@ static void hook_peer(void *engine, int node, int up)
     } else {
         r->up &= (nodeset)~(1u << node);
         r->out[node].len = 0;
+        /* rounds that waited for it look again at their next timer pass
+         * (strong_timer): a majority may be out of reach now */
+        for (op *o = r->active; o; o = o->t_next)
+            if (o->kind != OPK_FETCH && o->mode == REPL_STRONG && o->timer_us > r->now_us &&
+                o->phase != PH_BACKOFF && o->phase != PH_LOCKWAIT && o->phase != PH_QUEUED &&
+                o->phase != PH_CATCHUP && o->phase != PH_PUSH)
+                op_arm(r, o, r->now_us);
     }
     __atomic_store_n(&r->stats.peers_up, __builtin_popcount(r->up), __ATOMIC_RELAXED);
     if (!r->ready)

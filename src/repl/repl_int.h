@@ -305,6 +305,9 @@ void lock_begin(repl *r, op *o);
 void lock_rmw_done(repl *r, op *o, int rc, const repl_val *val);
 void lock_timer(repl *r, op *o);
 void lock_child_done(repl *r, op *parent, int rc);
+/* A lock op ends without a grant: if an acquire of it wrote, release
+ * whatever its owner holds (the grant may have happened). */
+void lock_abandoned(repl *r, const op *o);
 void lock_push_reply(repl *r, op *o, int from, const wire_reply *rp);
 void fetch_begin(repl *r, op *o);
 void fetch_on_reply(repl *r, op *o, int from, const wire_reply *rp);

@@ -24,8 +24,12 @@
  * applied first), unless it is RECOVERING.  A round's request goes to
  * every reachable peer; it is retransmitted (same id) to those that have
  * not answered after rto, doubling to 1 s, and to a peer the moment it
- * comes back.  The operation fails at its deadline (CL_ETIMEDOUT, or
- * CL_ENOQUORUM when too few replicas are reachable).
+ * comes back.  A round that can no longer reach a majority (replicas
+ * that went away or answer NOT READY, NACKs) starts again after a backoff
+ * instead of waiting for its deadline; an RMW may, a blind write may not
+ * (it waits: its outcome would be unknown).  The operation fails at its
+ * deadline (CL_ETIMEDOUT, or CL_ENOQUORUM when too few replicas are
+ * reachable).
  *
  * Replies counted per round: `counted` (votes), `at_hi` (replicas known
  * to hold the newest version hi), `broken` (copies that failed their
@@ -229,6 +233,16 @@ void strong_resend(repl *r, op *o, nodeset to)
 
 /* ---- replies and the round state ------------------------------------------------ */
 
+/* Replicas that may still answer this round: reachable peers that have
+ * not, and the local replica if it votes and has not. */
+static nodeset pending(const repl *r, const op *o)
+{
+    nodeset p = (nodeset)(r->up & peers_all(r) & ~o->replied);
+    if (r->ready && !(o->replied & bit(r->self)))
+        p |= bit(r->self);
+    return p;
+}
+
 /* Notes a version reported by a vote (QUERY / PREPARE rounds). */
 static void note_version(op *o, int node, uint64_t ts, int broken)
 {
@@ -348,6 +362,7 @@ void strong_timer(repl *r, op *o)
         o->rto_us = o->rto_us * 2 > RTO_MAX_US ? RTO_MAX_US : o->rto_us * 2;
         strong_resend(r, o, peers_all(r));
         op_arm(r, o, r->now_us + o->rto_us);
+        check(r, o); /* a peer it waits for may be gone */
     }
 }
 
@@ -456,8 +471,11 @@ static void writeback(repl *r, op *o)
 static void check_get(repl *r, op *o)
 {
     if (o->phase == PH_QUERY) {
-        if (count(o->counted) < r->maj)
+        if (count(o->counted) < r->maj) {
+            if (count(o->counted) + count(pending(r, o)) < r->maj)
+                backoff(r, o); /* too few can still answer: ask again later */
             return;
+        }
         if (!hi_source(r, o)) {
             if (hi_lost(r, o))
                 op_finish(r, o, CL_EINTEGRITY, NULL, 0);
@@ -888,8 +906,13 @@ static void check_rmw(repl *r, op *o)
             backoff(r, o);
             return;
         }
-        if (count(o->counted) < r->maj)
+        if (count(o->counted) < r->maj) {
+            /* a replica that went away (or answers NOT READY) will not
+             * vote: retry rather than wait for the deadline */
+            if (count(o->counted) + count(pending(r, o)) < r->maj)
+                backoff(r, o);
             return;
+        }
         if (!hi_source(r, o)) {
             if (hi_lost(r, o))
                 op_finish(r, o, CL_EINTEGRITY, NULL, 0);
@@ -930,7 +953,7 @@ static void check_rmw(repl *r, op *o)
         }
         return;
     }
-    if (count(o->nacked) > r->n - r->maj)
+    if (count(o->nacked) > r->n - r->maj || count(o->acked) + count(pending(r, o)) < r->maj)
         backoff(r, o);
 }
 
@@ -1014,6 +1037,7 @@ void strong_on_reply(repl *r, op *o, int from, const wire_reply *rp)
     hlc_observe(&r->clock, version_hlc(rp->ts > rp->promise ? rp->ts : rp->promise));
     if (rp->status == WS_NOTREADY) {
         o->notready |= bit(from);
+        check(r, o); /* no vote: a majority may now be out of reach */
         return;
     }
     switch (o->phase) {
