@@ -272,7 +272,10 @@ typedef struct repl_wkey {
 int repl_lock(repl *r, const uint8_t *name, size_t nlen, uint64_t owner,
               unsigned lease_ms, unsigned wait_ms, repl_done_fn done, void *arg);
 /* Releases it, recording the write set.  CL_OK, or CL_ESTALE when the
- * lease had run out and the lock moved on (token no longer current). */
+ * lease had run out and the lock moved on (token no longer current).
+ * Token 0 releases the owner's grant whatever its token (for a grant of
+ * unknown outcome: owners must be unique per holder).  A lock whose
+ * acquire wrote and then failed is released so by the engine itself. */
 int repl_unlock(repl *r, const uint8_t *name, size_t nlen, uint64_t owner,
                 uint64_t token, const repl_wkey *ws, size_t n_ws,
                 repl_done_fn done, void *arg);

@@ -61,6 +61,11 @@ static void test_mutual_exclusion(void)
     CHECK_EQ(unlock(&s, 1, "L", 101, t1 + 7, NULL, 0), CL_ESTALE);
     OK(unlock(&s, 1, "L", 101, t1, NULL, 0));
     CHECK_EQ(unlock(&s, 1, "L", 101, t1, NULL, 0), CL_ESTALE); /* released already */
+    /* token 0: whatever this owner holds, never another owner's grant */
+    OK(lock(&s, 1, "Z", 111, 10000, 0, &t3));
+    CHECK_EQ(unlock(&s, 2, "Z", 222, 0, NULL, 0), CL_ESTALE);
+    OK(unlock(&s, 2, "Z", 111, 0, NULL, 0));
+    CHECK_EQ(unlock(&s, 1, "Z", 111, t3, NULL, 0), CL_ESTALE);
     OK(lock(&s, 2, "L", 202, 10000, 0, &t2));
     CHECK(t2 > t1);
     /* another lock is independent */
