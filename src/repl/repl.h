@@ -47,10 +47,11 @@
  *   "origin", the version of the value's last change when a re-proposal
  *   gave it a newer one.  A blind write inherits a vector that may be
  *   older than an RMW attempt in flight, and can overwrite that attempt
- *   after it was chosen: so a retrying RMW that wrote before, finds no
- *   entry of its own, and finds "blind" newer than its first write
- *   cannot tell, and reports CL_ETIMEDOUT (unknown) rather than apply f
- *   again (spec/README.md, finding 2).  (The vector lives in the sealed
+ *   after it was chosen; or it inherits the vector of an attempt that
+ *   sat on a minority and was never chosen: so a retrying RMW that wrote
+ *   before and finds "blind" newer than its first write cannot tell from
+ *   its entry, and reports CL_ETIMEDOUT (unknown) rather than apply f
+ *   again or claim the attempt (spec/README.md, findings 2 and 3).  (The vector lives in the sealed
  *   value; store xbit marks values that have one.)
  *   Proposer (the node a client talks to; it is also a replica, applied
  *   locally without a message):

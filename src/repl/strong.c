@@ -800,13 +800,23 @@ static void rmw_decide(repl *r, op *o)
     o->keep_res = NULL;
     o->keep_rc = CL_OK;
 
-    if (!o->read_only && vec.b[r->self] && vec.b[r->self] >= o->first_ts) {
+    if (!o->read_only && o->n_tries && blind > o->tries[0].ballot) {
+        /* A blind write newer than our first attempt is in the history.
+         * It may have overwritten a chosen attempt, which then never
+         * reached the clock we read (spec/README.md, finding 2), or it
+         * may have inherited the clock of an attempt that was never
+         * chosen, sitting on a minority when the write queried (finding
+         * 3).  Either way the clock cannot tell: the outcome is unknown. */
+        STAT_INC(r, rmw_dedup);
+        rmw_fail(r, o, CL_ETIMEDOUT);
+        return;
+    } else if (!o->read_only && vec.b[r->self] && vec.b[r->self] >= o->first_ts) {
         /* an earlier attempt of this op was chosen */
         struct attempt *a = attempt_find(o, vec.b[r->self]);
         STAT_INC(r, rmw_dedup);
         if (!a) { /* cannot happen: our ballots on this key are ours alone */
             cl_log_warn("repl", "history clock names an unknown attempt");
-            op_finish(r, o, CL_ETIMEDOUT, NULL, 0);
+            rmw_fail(r, o, CL_ETIMEDOUT);
             return;
         }
         if (agree) {
@@ -814,14 +824,6 @@ static void rmw_decide(repl *r, op *o)
             return;
         }
         o->keep_res = a;
-    } else if (o->n_tries && blind > o->tries[0].ballot) {
-        /* No attempt of ours in the history, but a blind write newer than
-         * our first one: it may have overwritten a chosen attempt (which
-         * then never reached the clock we read).  Running f again could
-         * apply it twice; the outcome is unknown (spec/README.md, 2). */
-        STAT_INC(r, rmw_dedup);
-        rmw_fail(r, o, CL_ETIMEDOUT);
-        return;
     } else {
         repl_val cur, next;
         rec_to_val(&cur_rec, repl_wall_ms(r), &cur);
