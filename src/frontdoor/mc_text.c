@@ -159,8 +159,8 @@ static int mc_retrieve(mc_req *r, int with_cas, int touch)
         .start = r->out->len,
         .cap = maxv > MC_GET_REPLY_MAX / 2 ? 2 * maxv : MC_GET_REPLY_MAX,
     };
-    int keys = 0; /* only a one-key get may suspend (nothing written before it) */
-    for (const uint8_t *q = p; q < end && keys < 2; q++)
+    int keys = 0; /* cluster: only a one-key get may suspend (nothing written before it) */
+    for (const uint8_t *q = p; kv_replicated(r->kv) && q < end && keys < 2; q++)
         keys += *q != ' ' && (q == p || q[-1] == ' ');
     while (p < end) {
         if (*p == ' ') {

@@ -54,8 +54,7 @@ static int get_into_scratch(kv_thread *kt, const uint8_t *key, size_t klen, repl
     }
 }
 
-/* Hands a value to a store_get sink, as store_get does. */
-static int deliver(const repl_val *v, store_sink_fn sink, void *arg, store_meta *meta)
+int kv_deliver(const repl_val *v, store_sink_fn sink, void *arg, store_meta *meta)
 {
     store_meta m;
     meta_from(&m, v);
@@ -142,7 +141,7 @@ int kv_get(kv_thread *kt, const uint8_t *key, size_t klen, const store_get_opts 
     }
     if (rc != CL_OK)
         return rc;
-    return deliver(&v, opts && !opts->want_value ? NULL : sink, arg, meta);
+    return kv_deliver(&v, opts && !opts->want_value ? NULL : sink, arg, meta);
 }
 
 int kv_set(kv_thread *kt, const uint8_t *key, size_t klen, const uint8_t *val, size_t len,

@@ -63,4 +63,10 @@ int kv_touch(kv_thread *kt, const uint8_t *key, size_t klen, int64_t exptime);
 int kv_arith(kv_thread *kt, const uint8_t *key, size_t klen, const store_arith_op *a,
              uint64_t *value, store_meta *meta);
 
+/* Hands a replicated value to a store_get sink and meta as store_get
+ * does (the CAS id is the value's version).  CL_OK or CL_ENOMEM.  For
+ * kv_async.c. */
+struct repl_val;
+int kv_deliver(const struct repl_val *v, store_sink_fn sink, void *arg, store_meta *meta);
+
 #endif

@@ -108,11 +108,6 @@ int kv_set_start(kv_thread *kt, const uint8_t *key, size_t klen, const uint8_t *
     return CL_OK;
 }
 
-int kv_pending_done(const kv_pending *p)
-{
-    return __atomic_load_n(&p->state, __ATOMIC_ACQUIRE) == P_DONE;
-}
-
 static void pending_free(kv_pending *p)
 {
     cl_buf_fini(&p->buf, 1);
@@ -124,23 +119,8 @@ int kv_get_finish(kv_pending *p, store_sink_fn sink, void *arg, store_meta *meta
     int rc = p->rc;
     if (rc == CL_OK && !p->val.present)
         rc = CL_ENOTFOUND;
-    if (rc == CL_OK) {
-        store_meta m;
-        memset(&m, 0, sizeof m);
-        m.flags = p->val.flags;
-        m.len = (uint32_t)p->val.len;
-        m.cas = p->val.version;
-        m.exptime = p->val.exptime;
-        if (sink) {
-            uint8_t *dst = sink(arg, &m);
-            if (!dst && m.len)
-                rc = CL_ENOMEM;
-            else if (m.len)
-                memcpy(dst, p->val.data, m.len);
-        }
-        if (rc == CL_OK && meta)
-            *meta = m;
-    }
+    if (rc == CL_OK)
+        rc = kv_deliver(&p->val, sink, arg, meta);
     pending_free(p);
     return rc;
 }

@@ -38,11 +38,8 @@ int kv_set_start(kv_thread *kt, const uint8_t *key, size_t klen, const uint8_t *
                  size_t len, const store_write *w, kv_wake_fn wake, void *wake_arg,
                  kv_pending **out) __attribute__((warn_unused_result));
 
-/* 1 once the result is kept (wake has run or is running). */
-int kv_pending_done(const kv_pending *p);
-
 /* The result, as kv_get / kv_set would have given it; frees p.  Only
- * after kv_pending_done(p). */
+ * after wake ran. */
 int kv_get_finish(kv_pending *p, store_sink_fn sink, void *arg, store_meta *meta);
 int kv_set_finish(kv_pending *p, uint64_t *cas_out);
 

@@ -209,24 +209,11 @@ static void ae_scan_cb(void *arg, const uint8_t *key, size_t klen, const store_m
     unsigned b = bucket_of(key, klen);
     if (!(a->want[b / 8] & (1u << (b % 8))))
         return;
-    size_t need = 1 + klen + WIRE_REC_HDR + m->len;
-    size_t at = a->out->len;
-    uint8_t *p = cl_buf_extend(a->out, need);
-    if (!p) {
+    int rc = scan_rec_append(a->out, key, klen, m, it);
+    if (rc == CL_ENOMEM)
         a->full = 1;
-        return;
-    }
-    p = wire_put_key(p, key, (uint8_t)klen);
-    p = wire_put_u64(p, m->version);
-    p = wire_put_u32(p, m->flags);
-    p = wire_put_u64(p, (uint64_t)m->exptime);
-    p = wire_put_u8(p, m->tombstone ? REC_TOMB : REC_VALUE);
-    p = wire_put_u8(p, (uint8_t)m->xbit);
-    p = wire_put_u32(p, m->len);
-    if (m->len && store_scan_value(it, p) != CL_OK) {
-        a->out->len = at; /* a broken copy: the peer keeps its own */
-        return;
-    }
+    if (rc != CL_OK)
+        return; /* (a broken copy: the peer keeps its own) */
     a->n++;
     if (a->out->len > AE_PUSH_MAX)
         a->full = 1;

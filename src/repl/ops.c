@@ -6,10 +6,9 @@
  */
 #include "ops.h"
 #include "../common/err.h"
+#include "../store/store.h"
 
 #include <string.h>
-
-#define ARITH_MAX_DIGITS 20
 
 void repl_op_init(repl_op *op, repl_op_kind kind)
 {
@@ -19,23 +18,6 @@ void repl_op_init(repl_op *op, repl_op_kind kind)
 }
 
 void repl_op_fini(repl_op *op) { cl_buf_fini(&op->out, 1); }
-
-static int parse_u64(const uint8_t *p, size_t n, uint64_t *out)
-{
-    if (n == 0 || n > ARITH_MAX_DIGITS)
-        return 0;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return 0;
-        unsigned d = p[i] - '0';
-        if (v > (UINT64_MAX - d) / 10)
-            return 0;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 1;
-}
 
 static int set_out(repl_op *op, repl_val *next, const uint8_t *a, size_t al, const uint8_t *b,
                    size_t bl)
@@ -68,7 +50,7 @@ static int arith(repl_op *op, const repl_val *cur, repl_val *next)
         next->exptime = op->vivify_exptime;
     } else {
         uint64_t n;
-        if (!parse_u64(cur->data, cur->len, &n))
+        if (!store_parse_u64(cur->data, cur->len, &n))
             return CL_ENONNUMERIC;
         if (op->kind == REPL_OP_INCR)
             v = n + op->delta; /* wraps, as memcached */
@@ -80,15 +62,8 @@ static int arith(repl_op *op, const repl_val *cur, repl_val *next)
     if (op->touch)
         next->exptime = op->touch_exptime;
     op->number = v;
-    uint8_t tmp[ARITH_MAX_DIGITS], digits[ARITH_MAX_DIGITS];
-    size_t k = 0;
-    do {
-        tmp[k++] = (uint8_t)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < k; i++)
-        digits[i] = tmp[k - 1 - i];
-    return set_out(op, next, digits, k, NULL, 0);
+    uint8_t digits[STORE_U64_DIGITS];
+    return set_out(op, next, digits, store_format_u64(v, digits), NULL, 0);
 }
 
 int repl_op_fn(void *arg, const repl_val *cur, repl_val *next)

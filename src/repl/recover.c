@@ -199,22 +199,9 @@ static void serve_cb(void *arg, const uint8_t *key, size_t klen, const store_met
     struct serve *s = arg;
     if (!m->version)
         return;
-    size_t at = s->out->len;
-    uint8_t *p = cl_buf_extend(s->out, 1 + klen + WIRE_REC_HDR + m->len);
-    if (!p)
-        return;
-    p = wire_put_key(p, key, (uint8_t)klen);
-    p = wire_put_u64(p, m->version);
-    p = wire_put_u32(p, m->flags);
-    p = wire_put_u64(p, (uint64_t)m->exptime);
-    p = wire_put_u8(p, m->tombstone ? REC_TOMB : REC_VALUE);
-    p = wire_put_u8(p, (uint8_t)m->xbit);
-    p = wire_put_u32(p, m->len);
-    if (m->len && store_scan_value(it, p) != CL_OK) {
-        s->out->len = at; /* broken here: the recovering node gets it elsewhere */
-        return;
-    }
-    s->n++;
+    /* a copy broken here is left out: the recovering node gets it elsewhere */
+    if (scan_rec_append(s->out, key, klen, m, it) == CL_OK)
+        s->n++;
 }
 
 void recover_serve(repl *r, int from, wire_rd *b)

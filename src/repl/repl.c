@@ -198,6 +198,27 @@ int local_read(repl *r, const uint8_t *key, size_t klen, int want, wire_rec *rec
     return CL_OK;
 }
 
+int scan_rec_append(cl_buf *out, const uint8_t *key, size_t klen, const store_meta *m,
+                    store_scan_item *it)
+{
+    size_t at = out->len;
+    uint8_t *p = cl_buf_extend(out, 1 + klen + WIRE_REC_HDR + m->len);
+    if (!p)
+        return CL_ENOMEM;
+    p = wire_put_key(p, key, (uint8_t)klen);
+    p = wire_put_u64(p, m->version);
+    p = wire_put_u32(p, m->flags);
+    p = wire_put_u64(p, (uint64_t)m->exptime);
+    p = wire_put_u8(p, m->tombstone ? REC_TOMB : REC_VALUE);
+    p = wire_put_u8(p, (uint8_t)m->xbit);
+    p = wire_put_u32(p, m->len);
+    if (m->len && store_scan_value(it, p) != CL_OK) {
+        out->len = at;
+        return CL_EINTEGRITY;
+    }
+    return CL_OK;
+}
+
 void rec_to_val(const wire_rec *rec, uint64_t now_ms, repl_val *v)
 {
     memset(v, 0, sizeof *v);
@@ -287,9 +308,10 @@ static void op_free(op *o)
     free(o);
 }
 
-op *op_new_internal(repl *r, int kind, const uint8_t *key, size_t klen)
+/* A new op of kind on key with `tail` bytes after it. */
+static op *op_make(repl *r, int kind, const uint8_t *key, size_t klen, size_t tail)
 {
-    op *o = op_alloc(0);
+    op *o = op_alloc(tail);
     if (!o)
         return NULL;
     o->kind = (uint8_t)kind;
@@ -298,6 +320,11 @@ op *op_new_internal(repl *r, int kind, const uint8_t *key, size_t klen)
     o->khash = repl_key_hash(key, klen);
     o->mode = (uint8_t)repl_key_mode(r, key, klen);
     return o;
+}
+
+op *op_new_internal(repl *r, int kind, const uint8_t *key, size_t klen)
+{
+    return op_make(r, kind, key, klen, 0);
 }
 
 void op_finish(repl *r, op *o, int rc, const repl_val *val, uint64_t token)
@@ -772,16 +799,11 @@ size_t repl_max_value(const repl *r)
 static op *op_user(repl *r, int kind, const uint8_t *key, size_t klen, size_t tail,
                    repl_done_fn done, void *arg)
 {
-    op *o = op_alloc(tail);
-    if (!o)
-        return NULL;
-    o->kind = (uint8_t)kind;
-    o->klen = (uint8_t)klen;
-    memcpy(o->key, key, klen);
-    o->khash = repl_key_hash(key, klen);
-    o->mode = (uint8_t)repl_key_mode(r, key, klen);
-    o->done = done;
-    o->arg = arg;
+    op *o = op_make(r, kind, key, klen, tail);
+    if (o) {
+        o->done = done;
+        o->arg = arg;
+    }
     return o;
 }
 

@@ -253,6 +253,11 @@ void rval_fini(rval *v);
  * CL_OK, CL_ENOTFOUND (rec kind NONE, version 0), CL_EINTEGRITY (meta
  * filled, no value). */
 int local_read(repl *r, const uint8_t *key, size_t klen, int want, wire_rec *rec);
+/* Appends the record of a store scan item (key, version, metadata, the
+ * sealed blob as stored) to out.  CL_OK, CL_ENOMEM, or CL_EINTEGRITY
+ * (its value failed to open; out is left as it was). */
+int scan_rec_append(cl_buf *out, const uint8_t *key, size_t klen, const store_meta *m,
+                    store_scan_item *it);
 /* Decodes a record into the API's view of a value at wall time now. */
 void rec_to_val(const wire_rec *rec, uint64_t now_ms, repl_val *v);
 

@@ -203,9 +203,11 @@ static void on_query(repl *r, int from, uint64_t epoch, uint64_t rid, wire_rd *b
           vec_ok ? &vec : NULL);
 }
 
-static void on_write(repl *r, int from, uint64_t epoch, uint64_t rid, wire_rd *b)
+/* WRITE (a u8 of flags first) and ACCEPT: a record to store by the rule
+ * of its type. */
+static void on_store(repl *r, int from, uint8_t type, uint64_t epoch, uint64_t rid, wire_rd *b)
 {
-    uint8_t flags = wire_u8(b);
+    uint8_t flags = type == W_WRITE ? wire_u8(b) : 0;
     const uint8_t *key;
     uint8_t klen;
     wire_rec rec;
@@ -213,12 +215,15 @@ static void on_write(repl *r, int from, uint64_t epoch, uint64_t rid, wire_rd *b
         rec.version == 0)
         return;
     if (!r->ready) {
-        reply(r, from, epoch, rid, W_WRITE, WS_NOTREADY, 0, 0, NULL, NULL);
+        reply(r, from, epoch, rid, type, WS_NOTREADY, 0, 0, NULL, NULL);
         return;
     }
     struct rr rr;
-    replica_write(r, key, klen, &rec, flags & WF_REPAIR, &rr);
-    reply(r, from, epoch, rid, W_WRITE, rr.status, rr.ts, rr.promise, NULL, NULL);
+    if (type == W_WRITE)
+        replica_write(r, key, klen, &rec, flags & WF_REPAIR, &rr);
+    else
+        replica_accept(r, key, klen, &rec, &rr);
+    reply(r, from, epoch, rid, type, rr.status, rr.ts, rr.promise, NULL, NULL);
 }
 
 static void on_prepare(repl *r, int from, uint64_t epoch, uint64_t rid, wire_rd *b)
@@ -247,23 +252,6 @@ static void on_prepare(repl *r, int from, uint64_t epoch, uint64_t rid, wire_rd 
         reply(r, from, epoch, rid, W_PREPARE, WS_OK, cur.version, rr.promise, &cur, NULL);
     else
         reply(r, from, epoch, rid, W_PREPARE, WS_FAIL, 0, rr.promise, NULL, NULL);
-}
-
-static void on_accept(repl *r, int from, uint64_t epoch, uint64_t rid, wire_rd *b)
-{
-    const uint8_t *key;
-    uint8_t klen;
-    wire_rec rec;
-    if (!wire_key(b, &key, &klen) || !wire_rec_get(b, &rec) || rec.kind == REC_NONE ||
-        rec.version == 0)
-        return;
-    if (!r->ready) {
-        reply(r, from, epoch, rid, W_ACCEPT, WS_NOTREADY, 0, 0, NULL, NULL);
-        return;
-    }
-    struct rr rr;
-    replica_accept(r, key, klen, &rec, &rr);
-    reply(r, from, epoch, rid, W_ACCEPT, rr.status, rr.ts, rr.promise, NULL, NULL);
 }
 
 /* PUSH: eventual-mode records, last writer wins.  Applied while
@@ -301,13 +289,11 @@ void replica_on_request(repl *r, int from, uint8_t type, wire_rd *body)
         on_query(r, from, epoch, rid, body);
         break;
     case W_WRITE:
-        on_write(r, from, epoch, rid, body);
+    case W_ACCEPT:
+        on_store(r, from, type, epoch, rid, body);
         break;
     case W_PREPARE:
         on_prepare(r, from, epoch, rid, body);
-        break;
-    case W_ACCEPT:
-        on_accept(r, from, epoch, rid, body);
         break;
     case W_PUSH:
         on_push(r, from, epoch, rid, body);

@@ -512,12 +512,8 @@ static void check_get(repl *r, op *o)
         complete_rec(r, o, CL_OK, &rec);
         return;
     }
-    /* Replicas that may still ACK: not NACKed, and answered or reachable. */
-    nodeset may = (nodeset)(((o->acked | r->up) & peers_all(r)) & ~o->nacked & ~o->notready);
-    if (r->ready && !(o->nacked & bit(r->self)))
-        may |= bit(r->self);
-    may |= o->acked;
-    if (count(may) < r->maj) {
+    /* ACKs so far and replicas that may still answer */
+    if (count(o->acked) + count(pending(r, o)) < r->maj) {
         /* A promise above hi refuses the write-back: an RMW in progress,
          * a promise slot shared with a busier key, or the recovery fence
          * of a restarted replica (a value older than the fence cannot be

@@ -82,7 +82,6 @@
 #define RECLAIM_DEPTH 64          /* LRU tail items examined for expired ones */
 #define ALLOC_ATTEMPTS 16         /* reclaim-and-retry rounds before CL_EFULL */
 #define REL_EXPTIME_MAX 2592000   /* 30 days: larger client exptimes are absolute */
-#define ARITH_MAX_DIGITS 20
 #define VIVIFY_ATTEMPTS 4         /* vivify rounds that lose to short-lived items */
 #define AAD_MAX (1 + STORE_KEY_MAX + 8 + 4)
 #define INDEX_DEFAULT_EXTRA (16u << 20)
@@ -616,7 +615,7 @@ int store_create(const store_config *cfg, store **out)
     rc = seal_key_create(&s->key);
     if (rc != CL_OK)
         goto fail;
-    s->arith_cls = arena_class_for(s->arena, ARITH_MAX_DIGITS);
+    s->arith_cls = arena_class_for(s->arena, STORE_U64_DIGITS);
     CL_ASSERT(s->arith_cls >= 0);
     for (int i = 0; i < ARENA_MAX_CLASSES; i++)
         pthread_mutex_init(&s->lru[i].lock, NULL);
@@ -1150,10 +1149,9 @@ int store_touch(store_thread *t, const uint8_t *key, size_t klen, int64_t exptim
 
 /* ---- incr / decr ------------------------------------------------------------- */
 
-/* Strict decimal: 1..20 digits, value < 2^64.  1 on success. */
-static int parse_u64(const uint8_t *p, size_t n, uint64_t *out)
+int store_parse_u64(const uint8_t *p, size_t n, uint64_t *out)
 {
-    if (n == 0 || n > ARITH_MAX_DIGITS)
+    if (n == 0 || n > STORE_U64_DIGITS)
         return 0;
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1168,9 +1166,9 @@ static int parse_u64(const uint8_t *p, size_t n, uint64_t *out)
     return 1;
 }
 
-static size_t format_u64(uint64_t v, uint8_t buf[ARITH_MAX_DIGITS])
+size_t store_format_u64(uint64_t v, uint8_t buf[STORE_U64_DIGITS])
 {
-    uint8_t tmp[ARITH_MAX_DIGITS];
+    uint8_t tmp[STORE_U64_DIGITS];
     size_t n = 0;
     do {
         tmp[n++] = (uint8_t)('0' + v % 10);
@@ -1194,7 +1192,7 @@ int store_arith(store_thread *t, const uint8_t *key, size_t klen,
     if (rc != CL_OK)
         return rc;
 
-    uint8_t num[ARITH_MAX_DIGITS];
+    uint8_t num[STORE_U64_DIGITS];
     for (int attempt = 0;; attempt++) {
         kv_index_lock(s->index, h);
         int64_t now = store_now();
@@ -1217,11 +1215,11 @@ int store_arith(store_thread *t, const uint8_t *key, size_t klen,
             exptime = a->exptime;
         } else if (a->cas && it->cas != a->cas) {
             rc = CL_EEXISTS;
-        } else if (it->len == 0 || it->len > ARITH_MAX_DIGITS) {
+        } else if (it->len == 0 || it->len > STORE_U64_DIGITS) {
             rc = CL_ENONNUMERIC;
         } else if ((rc = do_item_open(t, it, num)) == CL_OK) {
             uint64_t cur;
-            if (!parse_u64(num, it->len, &cur))
+            if (!store_parse_u64(num, it->len, &cur))
                 rc = CL_ENONNUMERIC;
             else if (a->incr)
                 result = cur + a->delta; /* wraps, as memcached */
@@ -1235,7 +1233,7 @@ int store_arith(store_thread *t, const uint8_t *key, size_t klen,
         if (a->touch)
             exptime = a->touch_exptime;
         if (rc == CL_OK)
-            rc = do_value_seal(t, key, klen, flags, num, format_u64(result, num), &v);
+            rc = do_value_seal(t, key, klen, flags, num, store_format_u64(result, num), &v);
         if (rc != CL_OK) {
             if (it && !linked)
                 kv_index_item_free(s->index, it);

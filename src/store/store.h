@@ -241,6 +241,13 @@ typedef struct store_arith {
     int64_t touch_exptime; /* absolute, for touch */
 } store_arith_op;
 
+/* incr/decr's number format, shared with the replicated store (repl/ops.c):
+ * strict decimal, 1..STORE_U64_DIGITS digits, value < 2^64.  Parse: 1 on
+ * success.  Format: the digits written to buf, no terminator. */
+#define STORE_U64_DIGITS 20
+int store_parse_u64(const uint8_t *p, size_t n, uint64_t *out);
+size_t store_format_u64(uint64_t v, uint8_t buf[STORE_U64_DIGITS]);
+
 /*
  * incr/decr.  The stored value must be a decimal number of at most 20
  * digits that fits in 64 bits.  Returns CL_OK (result in *value, new
